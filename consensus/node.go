@@ -1,0 +1,1004 @@
+package consensus
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/etcdserver/api/snap"
+	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// Errors a Node returns to its callers.
+var (
+	ErrStopped  = errors.New("consensus: server stopped")
+	ErrNoLeader = errors.New("consensus: no leader")
+	ErrTimeout  = errors.New("consensus: request timed out")
+	// ErrDataDirMismatch means the data dir was created for another cluster or member.
+	ErrDataDirMismatch = errors.New("consensus: data dir belongs to another cluster")
+)
+
+// readIndexRetry is how long one ReadIndex round waits before it asks again
+// (the leader may have lost the request); readIndexTimeout bounds a round.
+const (
+	readIndexRetry   = 500 * time.Millisecond
+	readIndexTimeout = 5 * time.Second
+)
+
+// walMetadata identifies the member and cluster a WAL belongs to.
+type walMetadata struct {
+	MemberID  uint64 `json:"member_id"`
+	ClusterID uint64 `json:"cluster_id"`
+}
+
+type proposal struct {
+	id   uint64
+	data []byte
+}
+
+// toApply is what the Ready loop hands to the apply loop. notifyc is signalled
+// once the Ready's entries (and snapshot) are durable in the WAL.
+type toApply struct {
+	entries  []raftpb.Entry
+	snapshot raftpb.Snapshot
+	notifyc  chan struct{}
+}
+
+// readRound is one shared ReadIndex round: every reader that arrived while the
+// previous round was in flight waits on the same done channel.
+type readRound struct {
+	done chan struct{}
+	err  error
+}
+
+// A Node is one member of a raft group: it persists the log, exchanges
+// messages with its peers and applies committed entries to a StateMachine.
+type Node struct {
+	cfg Config
+	lg  *slog.Logger
+	m   Metrics
+
+	raft        raft.Node
+	storage     *raft.MemoryStorage
+	wal         *wal.WAL
+	snapshotter *snap.Snapshotter
+	transport   *GRPCTransport
+	peerServer  *grpc.Server
+	sm          StateMachine
+
+	waits      *waitRegistry
+	appliedW   *indexWait
+	ids        *idGenerator
+	propc      chan proposal
+	applyc     chan toApply
+	readStateC chan raft.ReadState
+	readWaitC  chan struct{}
+
+	readMu    sync.Mutex
+	nextRound *readRound
+
+	leaderMu       sync.Mutex
+	leaderChangedC chan struct{}
+
+	lead      atomic.Uint64
+	term      atomic.Uint64
+	committed atomic.Uint64
+	applied   atomic.Uint64
+	pending   atomic.Int64
+
+	// Owned by the apply loop.
+	snapshotIndex uint64
+	confState     raftpb.ConfState
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	wg       sync.WaitGroup
+}
+
+// NewNode opens (or creates) the WAL and snapshots in cfg.DataDir and builds a
+// Node ready to Start. A data dir that belongs to another cluster or member is
+// refused with ErrDataDirMismatch.
+func NewNode(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:            cfg,
+		lg:             cfg.Logger,
+		m:              cfg.Metrics,
+		sm:             cfg.StateMachine,
+		storage:        raft.NewMemoryStorage(),
+		waits:          newWaitRegistry(),
+		ids:            newIDGenerator(cfg.ID, time.Now()),
+		propc:          make(chan proposal, 8192),
+		applyc:         make(chan toApply, 64),
+		readStateC:     make(chan raft.ReadState, 1),
+		readWaitC:      make(chan struct{}, 1),
+		nextRound:      &readRound{done: make(chan struct{})},
+		leaderChangedC: make(chan struct{}),
+		stopc:          make(chan struct{}),
+	}
+	waldir := filepath.Join(cfg.DataDir, "member", "wal")
+	snapdir := filepath.Join(cfg.DataDir, "member", "snap")
+	if err := os.MkdirAll(snapdir, 0o700); err != nil {
+		return nil, fmt.Errorf("create snapshot dir %s: %w", snapdir, err)
+	}
+	n.snapshotter = snap.New(zap.NewNop(), snapdir)
+
+	rcfg := &raft.Config{
+		ID:              cfg.ID,
+		ElectionTick:    cfg.ElectionTicks,
+		HeartbeatTick:   cfg.HeartbeatTicks,
+		Storage:         n.storage,
+		MaxSizePerMsg:   cfg.MaxSizePerMsg,
+		MaxInflightMsgs: cfg.MaxInflightMsgs,
+		CheckQuorum:     true,
+		PreVote:         true,
+		Logger:          raftLogger{cfg.Logger.With("component", "raft")},
+	}
+
+	var peers []Peer
+	if !wal.Exist(waldir) {
+		md, _ := json.Marshal(walMetadata{MemberID: cfg.ID, ClusterID: cfg.ClusterID})
+		w, err := wal.Create(zap.NewNop(), waldir, md)
+		if err != nil {
+			return nil, fmt.Errorf("create wal in %s: %w", waldir, err)
+		}
+		n.wal = w
+		rpeers := make([]raft.Peer, 0, len(cfg.Peers))
+		for _, p := range cfg.Peers {
+			ctx, _ := json.Marshal(p)
+			rpeers = append(rpeers, raft.Peer{ID: p.ID, Context: ctx})
+		}
+		n.raft = raft.StartNode(rcfg, rpeers)
+		peers = cfg.Peers
+	} else {
+		if err := n.replayWAL(waldir); err != nil {
+			return nil, err
+		}
+		n.raft = raft.RestartNode(rcfg)
+		ms, err := n.sm.Members()
+		if err != nil {
+			return nil, fmt.Errorf("read members: %w", err)
+		}
+		peers = ms
+	}
+	n.applied.Store(n.sm.AppliedIndex())
+	n.appliedW = newIndexWait(n.applied.Load())
+
+	n.transport = NewGRPCTransport(TransportConfig{
+		ID:          cfg.ID,
+		ClusterID:   cfg.ClusterID,
+		Handler:     n,
+		Logger:      cfg.Logger.With("component", "transport"),
+		Drop:        cfg.Drop,
+		DialTimeout: time.Second,
+	})
+	for _, p := range peers {
+		if p.ID != cfg.ID {
+			n.transport.AddPeer(p.ID, p.Addr)
+		}
+	}
+	n.peerServer = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+	n.transport.Register(n.peerServer)
+	return n, nil
+}
+
+// replayWAL loads the newest snapshot and the WAL after it into raft's storage.
+func (n *Node) replayWAL(waldir string) error {
+	walSnaps, err := wal.ValidSnapshotEntries(zap.NewNop(), waldir)
+	if err != nil {
+		return fmt.Errorf("read wal snapshots in %s: %w", waldir, err)
+	}
+	snapshot, err := n.snapshotter.LoadNewestAvailable(walSnaps)
+	if err != nil && !errors.Is(err, snap.ErrNoSnapshot) {
+		return fmt.Errorf("load snapshot: %w", err)
+	}
+	walsnap := walpb.Snapshot{}
+	if snapshot != nil {
+		walsnap.Index, walsnap.Term = snapshot.Metadata.Index, snapshot.Metadata.Term
+		walsnap.ConfState = &snapshot.Metadata.ConfState
+	}
+	w, err := wal.Open(zap.NewNop(), waldir, walsnap)
+	if err != nil {
+		return fmt.Errorf("open wal in %s: %w", waldir, err)
+	}
+	mdb, hs, ents, err := w.ReadAll()
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("read wal in %s: %w", waldir, err)
+	}
+	var md walMetadata
+	if err := json.Unmarshal(mdb, &md); err != nil {
+		w.Close()
+		return fmt.Errorf("read wal metadata in %s: %w", waldir, err)
+	}
+	if md.ClusterID != n.cfg.ClusterID || md.MemberID != n.cfg.ID {
+		w.Close()
+		return fmt.Errorf("%w: %s holds member %x of cluster %x, but this server is member %x of cluster %x (check --name and --initial-cluster, or use another --data-dir)",
+			ErrDataDirMismatch, n.cfg.DataDir, md.MemberID, md.ClusterID, n.cfg.ID, n.cfg.ClusterID)
+	}
+	n.wal = w
+	if snapshot != nil {
+		if err := n.storage.ApplySnapshot(*snapshot); err != nil {
+			return fmt.Errorf("apply snapshot: %w", err)
+		}
+		n.snapshotIndex = snapshot.Metadata.Index
+		n.confState = snapshot.Metadata.ConfState
+		// A crash between persisting a received snapshot and restoring its
+		// database leaves the database behind the snapshot: restore it now.
+		if snapshot.Metadata.Index > n.sm.AppliedIndex() {
+			path, err := n.snapshotter.DBFilePath(snapshot.Metadata.Index)
+			if err != nil {
+				return fmt.Errorf("state machine is behind snapshot %d and its database is missing: %w", snapshot.Metadata.Index, err)
+			}
+			if err := n.sm.RestoreDB(path); err != nil {
+				return fmt.Errorf("restore database of snapshot %d: %w", snapshot.Metadata.Index, err)
+			}
+		}
+	}
+	if err := n.storage.SetHardState(hs); err != nil {
+		return fmt.Errorf("set hard state: %w", err)
+	}
+	if err := n.storage.Append(ents); err != nil {
+		return fmt.Errorf("append wal entries: %w", err)
+	}
+	n.term.Store(hs.Term)
+	n.committed.Store(hs.Commit)
+	return nil
+}
+
+// Start runs the node's loops and serves the peer transport.
+func (n *Node) Start() {
+	n.wg.Add(4)
+	go func() { defer n.wg.Done(); n.run() }()
+	go func() { defer n.wg.Done(); n.applyLoop() }()
+	go func() { defer n.wg.Done(); n.proposeLoop() }()
+	go func() { defer n.wg.Done(); n.readLoop() }()
+	if n.cfg.PeerListener != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.peerServer.Serve(n.cfg.PeerListener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				n.lg.Error("peer server stopped", "err", err)
+			}
+		}()
+	}
+}
+
+// Stop stops the node: pending proposals and reads fail with ErrStopped.
+func (n *Node) Stop() {
+	n.stopOnce.Do(func() {
+		close(n.stopc)
+		n.raft.Stop()
+		n.peerServer.Stop()
+		n.transport.Stop()
+		n.wg.Wait()
+		n.waits.failAll(ErrStopped)
+		if err := n.wal.Close(); err != nil {
+			n.lg.Warn("close wal", "err", err)
+		}
+	})
+}
+
+// run is the Ready loop; see doc.go for the order it keeps.
+func (n *Node) run() {
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	isLeader := false
+	for {
+		select {
+		case <-ticker.C:
+			n.raft.Tick()
+		case rd := <-n.raft.Ready():
+			if rd.SoftState != nil {
+				isLeader = rd.SoftState.RaftState == raft.StateLeader
+				n.setLeader(rd.SoftState.Lead, isLeader)
+			}
+			if !raft.IsEmptyHardState(rd.HardState) {
+				n.term.Store(rd.HardState.Term)
+				n.committed.Store(rd.HardState.Commit)
+				setGauge(n.m.Term, float64(rd.HardState.Term))
+				setGauge(n.m.CommitIndex, float64(rd.HardState.Commit))
+			}
+			for _, rs := range rd.ReadStates {
+				n.offerReadState(rs)
+			}
+			notifyc := make(chan struct{}, 1)
+			if len(rd.CommittedEntries) > 0 || !raft.IsEmptySnap(rd.Snapshot) {
+				addCounter(n.m.ProposalsCommitted, float64(len(rd.CommittedEntries)))
+				select {
+				case n.applyc <- toApply{entries: rd.CommittedEntries, snapshot: rd.Snapshot, notifyc: notifyc}:
+				case <-n.stopc:
+					return
+				}
+			}
+			// The leader sends before it writes to its disk (raft thesis
+			// 10.2.1): its own fsync then overlaps the followers'.
+			if isLeader {
+				n.transport.Send(rd.Messages)
+			}
+			if !raft.IsEmptySnap(rd.Snapshot) {
+				if err := n.snapshotter.SaveSnap(rd.Snapshot); err != nil {
+					n.fatal("save snapshot", err)
+					return
+				}
+			}
+			start := time.Now()
+			if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
+				n.fatal("save wal", err)
+				return
+			}
+			if raft.MustSync(rd.HardState, raftpb.HardState{}, len(rd.Entries)) {
+				observe(n.m.WALFsyncSeconds, time.Since(start).Seconds())
+			}
+			if !raft.IsEmptySnap(rd.Snapshot) {
+				md := rd.Snapshot.Metadata
+				if err := n.wal.SaveSnapshot(walpb.Snapshot{Index: md.Index, Term: md.Term, ConfState: &md.ConfState}); err != nil {
+					n.fatal("save snapshot in wal", err)
+					return
+				}
+				if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
+					n.fatal("apply snapshot to raft storage", err)
+					return
+				}
+				// The apply loop may now restore the snapshot's database.
+				notifyc <- struct{}{}
+			}
+			if err := n.storage.Append(rd.Entries); err != nil {
+				n.fatal("append to raft storage", err)
+				return
+			}
+			if !isLeader {
+				notifyc <- struct{}{}
+				// A follower or candidate waits for committed membership changes
+				// to be applied before it sends, so it never counts votes of a
+				// configuration it has not applied yet.
+				if hasConfChange(rd.CommittedEntries) {
+					select {
+					case notifyc <- struct{}{}:
+					case <-n.stopc:
+						return
+					}
+				}
+				n.transport.Send(rd.Messages)
+			} else {
+				notifyc <- struct{}{}
+			}
+			n.raft.Advance()
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+// offerReadState hands rs to the read loop without ever blocking the Ready
+// loop: a read state nobody took (an answer to an abandoned round) is replaced.
+func (n *Node) offerReadState(rs raft.ReadState) {
+	for {
+		select {
+		case n.readStateC <- rs:
+			return
+		default:
+			select {
+			case <-n.readStateC:
+			default:
+			}
+		}
+	}
+}
+
+func hasConfChange(ents []raftpb.Entry) bool {
+	for i := range ents {
+		if ents[i].Type == raftpb.EntryConfChange || ents[i].Type == raftpb.EntryConfChangeV2 {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) fatal(what string, err error) {
+	n.lg.Error("raft loop stopped: cannot persist", "what", what, "err", err)
+	go n.Stop()
+}
+
+func (n *Node) setLeader(lead uint64, isLeader bool) {
+	if old := n.lead.Swap(lead); old == lead {
+		return
+	}
+	if lead != 0 {
+		addCounter(n.m.LeaderChanges, 1)
+	}
+	setGauge(n.m.HasLeader, b2f(lead != 0))
+	setGauge(n.m.IsLeader, b2f(isLeader))
+	n.leaderMu.Lock()
+	close(n.leaderChangedC)
+	n.leaderChangedC = make(chan struct{})
+	n.leaderMu.Unlock()
+}
+
+// leaderChanged returns a channel closed at the next change of leader.
+func (n *Node) leaderChanged() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderChangedC
+}
+
+// applyLoop applies what the Ready loop committed, in order.
+func (n *Node) applyLoop() {
+	for {
+		select {
+		case ap := <-n.applyc:
+			n.applyAll(ap)
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+func (n *Node) applyAll(ap toApply) {
+	if !raft.IsEmptySnap(ap.snapshot) {
+		select {
+		case <-ap.notifyc:
+		case <-n.stopc:
+			return
+		}
+		if err := n.restoreSnapshot(ap.snapshot); err != nil {
+			n.fatal("restore snapshot", err)
+			return
+		}
+	}
+	n.applyEntries(ap.entries)
+	// Snapshot only what the WAL holds: wait for the Ready's writes.
+	select {
+	case <-ap.notifyc:
+	case <-n.stopc:
+		return
+	}
+	n.maybeSnapshot()
+}
+
+func (n *Node) restoreSnapshot(s raftpb.Snapshot) error {
+	idx := s.Metadata.Index
+	if idx <= n.applied.Load() {
+		return nil
+	}
+	path, err := n.snapshotter.DBFilePath(idx)
+	if err != nil {
+		return fmt.Errorf("database of snapshot %d: %w", idx, err)
+	}
+	if err := n.sm.RestoreDB(path); err != nil {
+		return fmt.Errorf("restore database of snapshot %d: %w", idx, err)
+	}
+	n.confState = s.Metadata.ConfState
+	n.snapshotIndex = idx
+	applied := max(n.sm.AppliedIndex(), idx)
+	ms, err := n.sm.Members()
+	if err != nil {
+		return fmt.Errorf("read members after restore: %w", err)
+	}
+	for _, p := range ms {
+		if p.ID != n.cfg.ID {
+			n.transport.AddPeer(p.ID, p.Addr)
+		}
+	}
+	n.setApplied(applied)
+	n.lg.Info("restored snapshot", "index", idx, "applied", applied)
+	return nil
+}
+
+func (n *Node) applyEntries(ents []raftpb.Entry) {
+	batch := make([]raftpb.Entry, 0, len(ents))
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		results := n.sm.Apply(batch)
+		for _, r := range results {
+			if r.ID != 0 {
+				n.waits.trigger(r.ID, r)
+			}
+		}
+		n.setApplied(batch[len(batch)-1].Index)
+		batch = batch[:0]
+	}
+	for i := range ents {
+		e := ents[i]
+		if e.Type == raftpb.EntryNormal {
+			if e.Index > n.applied.Load() {
+				batch = append(batch, e)
+			}
+			continue
+		}
+		flush()
+		n.applyConfChange(e)
+	}
+	flush()
+}
+
+// applyConfChange applies a membership change to raft (always: raft's view is
+// rebuilt from the log on restart) and to the state machine (once).
+func (n *Node) applyConfChange(e raftpb.Entry) {
+	var cc raftpb.ConfChange
+	switch e.Type {
+	case raftpb.EntryConfChange:
+		if err := cc.Unmarshal(e.Data); err != nil {
+			n.lg.Error("undecodable conf change", "index", e.Index, "err", err)
+			return
+		}
+	default:
+		var cc2 raftpb.ConfChangeV2
+		if err := cc2.Unmarshal(e.Data); err != nil {
+			n.lg.Error("undecodable conf change", "index", e.Index, "err", err)
+			return
+		}
+		cs := n.raft.ApplyConfChange(cc2)
+		n.confState = *cs
+		n.lg.Warn("joint-consensus conf changes are not supported; applied to raft only", "index", e.Index)
+		if e.Index > n.applied.Load() {
+			n.setApplied(e.Index)
+		}
+		return
+	}
+	cs := n.raft.ApplyConfChange(cc)
+	n.confState = *cs
+	if e.Index <= n.applied.Load() {
+		return
+	}
+	if err := n.sm.ApplyConfChange(e.Index, cc, *cs); err != nil {
+		n.lg.Error("apply conf change", "index", e.Index, "err", err)
+	}
+	switch cc.Type {
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		var p Peer
+		if err := json.Unmarshal(cc.Context, &p); err == nil && p.ID != n.cfg.ID && p.Addr != "" {
+			n.transport.AddPeer(p.ID, p.Addr)
+		}
+	case raftpb.ConfChangeRemoveNode:
+		if cc.NodeID != n.cfg.ID {
+			n.transport.RemovePeer(cc.NodeID)
+		}
+	}
+	n.setApplied(e.Index)
+}
+
+func (n *Node) setApplied(idx uint64) {
+	n.applied.Store(idx)
+	n.appliedW.advance(idx)
+	setGauge(n.m.AppliedIndex, float64(idx))
+}
+
+// maybeSnapshot takes a raft snapshot and compacts the log once SnapshotCount
+// entries were applied since the last one. The snapshot holds no data: the
+// state machine's database is sent alongside it when a follower needs it.
+func (n *Node) maybeSnapshot() {
+	applied := n.applied.Load()
+	if applied-n.snapshotIndex <= n.cfg.SnapshotCount {
+		return
+	}
+	last, err := n.storage.LastIndex()
+	if err != nil || applied > last {
+		return
+	}
+	s, err := n.storage.CreateSnapshot(applied, &n.confState, nil)
+	if err != nil {
+		if !errors.Is(err, raft.ErrSnapOutOfDate) {
+			n.lg.Error("create snapshot", "index", applied, "err", err)
+		}
+		return
+	}
+	if err := n.snapshotter.SaveSnap(s); err != nil {
+		n.lg.Error("save snapshot", "index", applied, "err", err)
+		return
+	}
+	if err := n.wal.SaveSnapshot(walpb.Snapshot{Index: s.Metadata.Index, Term: s.Metadata.Term, ConfState: &s.Metadata.ConfState}); err != nil {
+		n.lg.Error("save snapshot in wal", "index", applied, "err", err)
+		return
+	}
+	n.snapshotIndex = applied
+	addCounter(n.m.SnapshotsSaved, 1)
+	if applied > n.cfg.CatchUpEntries {
+		compactTo := applied - n.cfg.CatchUpEntries
+		if err := n.storage.Compact(compactTo); err != nil && !errors.Is(err, raft.ErrCompacted) {
+			n.lg.Error("compact raft log", "index", compactTo, "err", err)
+		}
+	}
+	if err := n.wal.ReleaseLockTo(s.Metadata.Index); err != nil {
+		n.lg.Warn("release wal files", "index", s.Metadata.Index, "err", err)
+	}
+	if err := n.snapshotter.ReleaseSnapDBs(s); err != nil {
+		n.lg.Warn("release snapshot databases", "err", err)
+	}
+	n.lg.Debug("snapshot saved", "index", applied)
+}
+
+// NewRequestID returns an id unique to this member for a proposal.
+func (n *Node) NewRequestID() uint64 { return n.ids.next() }
+
+// Propose replicates data (a command carrying request id id) and waits until
+// this member has applied it, returning the state machine's result.
+// ErrNoLeader means the proposal was not accepted and was not applied.
+func (n *Node) Propose(ctx context.Context, id uint64, data []byte) (Result, error) {
+	select {
+	case <-n.stopc:
+		return Result{}, ErrStopped
+	default:
+	}
+	if n.lead.Load() == 0 {
+		addCounter(n.m.ProposalsFailed, 1)
+		return Result{}, ErrNoLeader
+	}
+	ch := n.waits.register(id)
+	setGauge(n.m.ProposalsPending, float64(n.pending.Add(1)))
+	defer func() { setGauge(n.m.ProposalsPending, float64(n.pending.Add(-1))) }()
+	select {
+	case n.propc <- proposal{id: id, data: data}:
+	case <-ctx.Done():
+		n.waits.cancel(id)
+		return Result{}, ctx.Err()
+	case <-n.stopc:
+		n.waits.cancel(id)
+		return Result{}, ErrStopped
+	}
+	select {
+	case r := <-ch:
+		if r.Err != nil && (errors.Is(r.Err, ErrNoLeader) || errors.Is(r.Err, ErrStopped)) {
+			addCounter(n.m.ProposalsFailed, 1)
+		}
+		return r, nil
+	case <-ctx.Done():
+		n.waits.cancel(id)
+		addCounter(n.m.ProposalsFailed, 1)
+		return Result{}, ctx.Err()
+	case <-n.stopc:
+		return Result{}, ErrStopped
+	}
+}
+
+// proposeLoop batches queued proposals into one raft step: many entries per
+// MsgProp means one trip through the raft goroutine for all of them.
+func (n *Node) proposeLoop() {
+	ids := make([]uint64, 0, n.cfg.MaxProposalBatch)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for {
+		select {
+		case p := <-n.propc:
+			// A fresh slice each time: Step hands the entries to the raft
+			// goroutine and returns before raft has appended them.
+			ents := make([]raftpb.Entry, 1, min(len(n.propc)+1, n.cfg.MaxProposalBatch))
+			ents[0] = raftpb.Entry{Data: p.data}
+			ids = append(ids[:0], p.id)
+		drain:
+			for len(ents) < n.cfg.MaxProposalBatch {
+				select {
+				case p := <-n.propc:
+					ents = append(ents, raftpb.Entry{Data: p.data})
+					ids = append(ids, p.id)
+				default:
+					break drain
+				}
+			}
+			var err error
+			if n.lead.Load() == 0 {
+				err = ErrNoLeader
+			} else if serr := n.raft.Step(ctx, raftpb.Message{Type: raftpb.MsgProp, Entries: ents}); serr != nil {
+				err = fmt.Errorf("%w: %v", ErrNoLeader, serr)
+			}
+			if err != nil {
+				for _, id := range ids {
+					n.waits.trigger(id, Result{ID: id, Err: err})
+				}
+			}
+		case <-n.stopc:
+			return
+		}
+	}
+}
+
+// LinearizableRead returns once this member has applied every entry committed
+// before the call: reads after it see every write acknowledged before it.
+// Concurrent callers share one ReadIndex round.
+func (n *Node) LinearizableRead(ctx context.Context) error {
+	n.readMu.Lock()
+	r := n.nextRound
+	n.readMu.Unlock()
+	select {
+	case n.readWaitC <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopc:
+		return ErrStopped
+	}
+}
+
+func (n *Node) readLoop() {
+	for {
+		select {
+		case <-n.readWaitC:
+		case <-n.stopc:
+			return
+		}
+		n.readMu.Lock()
+		r := n.nextRound
+		n.nextRound = &readRound{done: make(chan struct{})}
+		n.readMu.Unlock()
+
+		start := time.Now()
+		idx, err := n.readIndex()
+		if err == nil {
+			select {
+			case <-n.appliedW.wait(idx):
+			case <-n.stopc:
+				err = ErrStopped
+			}
+		}
+		observe(n.m.ReadIndexSeconds, time.Since(start).Seconds())
+		r.err = err
+		close(r.done)
+	}
+}
+
+// readIndex asks the leader for the commit index that is safe to read at.
+func (n *Node) readIndex() (uint64, error) {
+	id := n.ids.next()
+	rctx := make([]byte, 8)
+	binary.BigEndian.PutUint64(rctx, id)
+	deadline := time.NewTimer(readIndexTimeout)
+	defer deadline.Stop()
+	retry := time.NewTicker(readIndexRetry)
+	defer retry.Stop()
+	ask := func() error {
+		if n.lead.Load() == 0 {
+			return ErrNoLeader
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), readIndexRetry)
+		defer cancel()
+		if err := n.raft.ReadIndex(ctx, rctx); err != nil {
+			return fmt.Errorf("%w: %v", ErrNoLeader, err)
+		}
+		return nil
+	}
+	if err := ask(); err != nil {
+		return 0, err
+	}
+	for {
+		select {
+		case rs := <-n.readStateC:
+			if len(rs.RequestCtx) == 8 && binary.BigEndian.Uint64(rs.RequestCtx) == id {
+				return rs.Index, nil
+			}
+		case <-n.leaderChanged():
+			if err := ask(); err != nil {
+				return 0, err
+			}
+		case <-retry.C:
+			if err := ask(); err != nil {
+				return 0, err
+			}
+		case <-deadline.C:
+			return 0, fmt.Errorf("%w: no read index from the leader within %v", ErrTimeout, readIndexTimeout)
+		case <-n.stopc:
+			return 0, ErrStopped
+		}
+	}
+}
+
+// Process implements Handler.
+func (n *Node) Process(ctx context.Context, m raftpb.Message) error {
+	return n.raft.Step(ctx, m)
+}
+
+// ReportUnreachable implements Handler.
+func (n *Node) ReportUnreachable(id uint64) { n.raft.ReportUnreachable(id) }
+
+// ReportSnapshot implements Handler.
+func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	n.raft.ReportSnapshot(id, status)
+}
+
+// OpenSnapshotDB implements Handler.
+func (n *Node) OpenSnapshotDB(raftpb.Message) (io.ReadCloser, int64, error) {
+	return n.sm.SnapshotDB()
+}
+
+// ReceiveSnapshotDB implements Handler.
+func (n *Node) ReceiveSnapshotDB(m raftpb.Message, r io.Reader) error {
+	if m.Snapshot == nil {
+		return errors.New("consensus: MsgSnap without snapshot")
+	}
+	_, err := n.snapshotter.SaveDBFrom(r, m.Snapshot.Metadata.Index)
+	return err
+}
+
+// A Status is a point-in-time view of the node.
+type Status struct {
+	raft.Status
+	// Applied is the state machine's applied index.
+	Applied uint64
+	// Active reports, per peer, whether its stream is up.
+	Active map[uint64]bool
+}
+
+// Status returns the node's current raft status.
+func (n *Node) Status() Status {
+	return Status{Status: n.raft.Status(), Applied: n.applied.Load(), Active: n.transport.ActivePeers()}
+}
+
+// Leader returns the current leader's id (0 when none is known).
+func (n *Node) Leader() uint64 { return n.lead.Load() }
+
+// Term returns the current raft term.
+func (n *Node) Term() uint64 { return n.term.Load() }
+
+// CommitIndex returns the last commit index this member heard of.
+func (n *Node) CommitIndex() uint64 { return n.committed.Load() }
+
+// AppliedIndex returns this member's applied index.
+func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }
+
+// ID returns this member's id.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// ClusterID returns the cluster's id.
+func (n *Node) ClusterID() uint64 { return n.cfg.ClusterID }
+
+// WaitLeader blocks until a leader is known.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	for n.lead.Load() == 0 {
+		select {
+		case <-n.leaderChanged():
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+	return nil
+}
+
+// TransferLeadership hands leadership to the most caught-up healthy voter, if
+// this member leads, and waits until the leader changed or ctx ends.
+func (n *Node) TransferLeadership(ctx context.Context) error {
+	st := n.raft.Status()
+	if st.RaftState != raft.StateLeader {
+		return nil
+	}
+	active := n.transport.ActivePeers()
+	var target, best uint64
+	voters := 0
+	for id, pr := range st.Progress {
+		if id == st.ID || pr.IsLearner {
+			continue
+		}
+		voters++
+		if !active[id] {
+			continue
+		}
+		if target == 0 || pr.Match > best {
+			target, best = id, pr.Match
+		}
+	}
+	if voters == 0 {
+		return nil // a single-member cluster has nobody to hand over to
+	}
+	if target == 0 {
+		return errors.New("consensus: no healthy voter to hand leadership to")
+	}
+	changed := n.leaderChanged()
+	n.raft.TransferLeadership(ctx, st.ID, target)
+	for {
+		select {
+		case <-changed:
+			if l := n.lead.Load(); l != st.ID && l != 0 {
+				return nil
+			}
+			changed = n.leaderChanged()
+		case <-ctx.Done():
+			return fmt.Errorf("hand leadership to %x: %w", target, ctx.Err())
+		case <-n.stopc:
+			return ErrStopped
+		}
+	}
+}
+
+func (c *Config) setDefaults() error {
+	if c.ID == 0 {
+		return errors.New("consensus: member id must not be 0")
+	}
+	if c.StateMachine == nil {
+		return errors.New("consensus: no state machine")
+	}
+	if c.DataDir == "" {
+		return errors.New("consensus: no data dir")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.SnapshotCount == 0 {
+		c.SnapshotCount = 10000
+	}
+	if c.CatchUpEntries == 0 {
+		c.CatchUpEntries = 5000
+	}
+	if c.MaxSizePerMsg == 0 {
+		c.MaxSizePerMsg = 1 << 20
+	}
+	if c.MaxInflightMsgs == 0 {
+		c.MaxInflightMsgs = 512
+	}
+	if c.MaxProposalBatch == 0 {
+		c.MaxProposalBatch = 512
+	}
+	return nil
+}
+
+// An idGenerator makes request ids unique across members: the member id's low
+// 16 bits, then the start time in milliseconds, then a counter (etcd's idutil).
+type idGenerator struct {
+	prefix uint64
+	suffix atomic.Uint64
+}
+
+func newIDGenerator(member uint64, now time.Time) *idGenerator {
+	g := &idGenerator{prefix: member << 48}
+	g.suffix.Store(uint64(now.UnixMilli()) << 8 & (1<<48 - 1))
+	return g
+}
+
+func (g *idGenerator) next() uint64 {
+	return g.prefix | (g.suffix.Add(1) & (1<<48 - 1))
+}
+
+func observe(o Observer, v float64) {
+	if o != nil {
+		o.Observe(v)
+	}
+}
+
+func addCounter(c Counter, v float64) {
+	if c != nil {
+		c.Add(v)
+	}
+}
+
+func setGauge(g Gauge, v float64) {
+	if g != nil {
+		g.Set(v)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

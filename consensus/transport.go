@@ -1,0 +1,628 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+)
+
+// MaxMessageSize is the largest gRPC message the peer transport sends (one
+// RaftBatch). The peer gRPC server must accept it; see ServerOptions.
+const MaxMessageSize = 64 << 20
+
+const (
+	// peerQueueSize bounds the messages waiting for one peer. The bound is what
+	// keeps Send non-blocking and memory flat while a peer is slow or dead:
+	// raft retransmits whatever is lost (appends are re-sent after a probe,
+	// heartbeats come every tick), so a message dropped because the queue is
+	// full costs a retry, whereas an unbounded queue would grow without limit
+	// for a dead peer and deliver stale messages in a burst when it returns.
+	peerQueueSize = 4096
+	// maxBatchBytes caps the marshalled messages of one RaftBatch, well below
+	// MaxMessageSize, so a backlog of large appends is split into several
+	// batches instead of being refused by gRPC.
+	maxBatchBytes = 16 << 20
+	// batchEnvelopeBytes is room left in MaxMessageSize for the batch's own
+	// fields and per-message framing.
+	batchEnvelopeBytes = 4 << 10
+
+	// reconnectMinBackoff and reconnectMaxBackoff bound the wait between
+	// attempts to (re)open the stream to a peer.
+	reconnectMinBackoff = 50 * time.Millisecond
+	reconnectMaxBackoff = time.Second
+	// peerWriteTimeout bounds one Send on a peer stream. A peer that stops
+	// reading (hung process, black-holed network) makes flow control block the
+	// write; after this long the stream is torn down and the peer is reported
+	// unreachable, instead of waiting for TCP to give up minutes later.
+	peerWriteTimeout = 5 * time.Second
+	// defaultDialTimeout is used when TransportConfig.DialTimeout is zero.
+	defaultDialTimeout = 2 * time.Second
+)
+
+// A TransportConfig configures a GRPCTransport.
+type TransportConfig struct {
+	// ID is this member's id: the From of every batch sent, and the To every
+	// incoming batch must carry.
+	ID uint64
+	// ClusterID is checked on every incoming batch and snapshot so that
+	// members of different clusters never exchange raft messages.
+	ClusterID uint64
+	// Handler receives incoming messages and reports about outgoing ones.
+	Handler Handler
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Drop, if set, is asked for every outgoing message; a message it drops
+	// vanishes as on a lossy network (tests only).
+	Drop DropFunc
+	// DialTimeout bounds opening a stream to a peer (connect and HTTP/2
+	// handshake); default 2s.
+	DialTimeout time.Duration
+}
+
+// A GRPCTransport is a Transport that carries raft messages over gRPC: a
+// long-lived client stream per peer for ordinary messages, batched, and a
+// separate stream per snapshot. It also serves the Raft service, delivering
+// what other members send to its Handler.
+//
+// The Handler's ReportUnreachable may be called from Send (when a peer's queue
+// is full), so it must not wait for the goroutine that calls Send; raft's
+// Node.ReportUnreachable does not. After Stop returns, no Handler method is
+// called by the transport.
+type GRPCTransport struct {
+	cfg    TransportConfig
+	logger *slog.Logger
+
+	// ctx is cancelled by Stop; every peer's context and the context of every
+	// incoming message derive from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.RWMutex
+	peers   map[uint64]*peer
+	stopped bool
+	// handlerWG counts incoming calls into the Handler, so that Stop can wait
+	// for them. Add happens under mu while !stopped.
+	handlerWG sync.WaitGroup
+}
+
+var _ Transport = (*GRPCTransport)(nil)
+
+// NewGRPCTransport returns a transport with no peers; add them with AddPeer
+// and serve incoming messages with Register.
+func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = defaultDialTimeout
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &GRPCTransport{
+		cfg:    cfg,
+		logger: logger.With("component", "raft-transport", "member", fmtID(cfg.ID)),
+		ctx:    ctx,
+		cancel: cancel,
+		peers:  make(map[uint64]*peer),
+	}
+}
+
+// ServerOptions returns the options the peer gRPC server needs so that it
+// accepts every batch this transport sends.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}
+}
+
+// Register registers the transport's Raft service on s, the peer gRPC server
+// the caller created (with ServerOptions) and serves.
+func (t *GRPCTransport) Register(s *grpc.Server) {
+	catalogpb.RegisterRaftServer(s, &raftServer{t: t})
+}
+
+// Send queues msgs for their recipients and returns at once. A message to an
+// unknown peer is dropped; a message that finds its peer's queue full is
+// dropped and the peer reported unreachable. MsgSnap messages are sent on
+// their own stream, together with the database from Handler.OpenSnapshotDB.
+// The Handler's reports about messages Send drops are made on the caller's
+// goroutine before Send returns.
+func (t *GRPCTransport) Send(msgs []raftpb.Message) {
+	var unreachable, snapFailed []uint64
+	t.mu.RLock()
+	if t.stopped {
+		t.mu.RUnlock()
+		return
+	}
+	for _, m := range msgs {
+		if m.To == t.cfg.ID {
+			continue
+		}
+		if t.cfg.Drop != nil && t.cfg.Drop(t.cfg.ID, m.To) {
+			if m.Type == raftpb.MsgSnap {
+				// A lossy network breaks the snapshot stream and the
+				// sender hears about it; raft would otherwise wait for
+				// this snapshot forever.
+				snapFailed = append(snapFailed, m.To)
+			}
+			continue
+		}
+		p, ok := t.peers[m.To]
+		if !ok {
+			t.logger.Debug("dropped message to unknown peer", "to", fmtID(m.To), "type", m.Type.String())
+			if m.Type == raftpb.MsgSnap {
+				snapFailed = append(snapFailed, m.To)
+			}
+			continue
+		}
+		if m.Type == raftpb.MsgSnap {
+			p.wg.Add(1)
+			go p.sendSnapshot(m)
+			continue
+		}
+		select {
+		case p.queueC <- m:
+		default:
+			unreachable = append(unreachable, m.To)
+		}
+	}
+	t.mu.RUnlock()
+
+	// The Handler is called without t.mu held, so that it may call back
+	// into the transport.
+	for _, id := range snapFailed {
+		t.cfg.Handler.ReportSnapshot(id, raft.SnapshotFailure)
+	}
+	for _, id := range unreachable {
+		t.cfg.Handler.ReportUnreachable(id)
+	}
+}
+
+// AddPeer starts sending to the member id at addr (host:port). Adding a known
+// peer with a new address replaces its stream; with the same address it does
+// nothing.
+func (t *GRPCTransport) AddPeer(id uint64, addr string) {
+	if id == t.cfg.ID {
+		return
+	}
+	t.mu.Lock()
+	if t.stopped {
+		t.mu.Unlock()
+		return
+	}
+	old := t.peers[id]
+	if old != nil && old.addr == addr {
+		t.mu.Unlock()
+		return
+	}
+	p := t.newPeer(id, addr)
+	t.peers[id] = p
+	p.wg.Add(1)
+	go p.run()
+	t.mu.Unlock()
+
+	if old != nil {
+		t.logger.Info("peer address changed", "peer", fmtID(id), "old", old.addr, "new", addr)
+		old.stop()
+	}
+}
+
+// RemovePeer stops sending to the member id and waits until its goroutines
+// have ended; messages still queued for it are dropped.
+func (t *GRPCTransport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	p := t.peers[id]
+	delete(t.peers, id)
+	t.mu.Unlock()
+	if p != nil {
+		p.stop()
+	}
+}
+
+// ActivePeers reports, per peer, whether its stream is established: the
+// connection is up and the peer has not ended or refused the stream.
+func (t *GRPCTransport) ActivePeers() map[uint64]bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	active := make(map[uint64]bool, len(t.peers))
+	for id, p := range t.peers {
+		active[id] = p.active.Load()
+	}
+	return active
+}
+
+// Stop closes every stream, refuses further incoming messages and waits for
+// the transport's goroutines and its calls into the Handler to end. It does
+// not stop the gRPC server given to Register.
+func (t *GRPCTransport) Stop() {
+	t.mu.Lock()
+	if t.stopped {
+		t.mu.Unlock()
+		return
+	}
+	t.stopped = true
+	peers := t.peers
+	t.peers = make(map[uint64]*peer)
+	t.mu.Unlock()
+
+	t.cancel()
+	for _, p := range peers {
+		p.stop()
+	}
+	t.handlerWG.Wait()
+}
+
+// enterHandler registers an incoming call into the Handler; it reports false
+// once the transport is stopped. Every true must be paired with exitHandler.
+func (t *GRPCTransport) enterHandler() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.stopped {
+		return false
+	}
+	t.handlerWG.Add(1)
+	return true
+}
+
+func (t *GRPCTransport) exitHandler() { t.handlerWG.Done() }
+
+// checkEnvelope refuses a batch or snapshot chunk that belongs to another
+// cluster or was meant for another member (a stale address, say).
+func (t *GRPCTransport) checkEnvelope(clusterID, from, to uint64) error {
+	if clusterID != t.cfg.ClusterID {
+		return status.Errorf(codes.FailedPrecondition,
+			"cluster id mismatch: member %s of cluster %s sent to member %s of cluster %s",
+			fmtID(from), fmtID(clusterID), fmtID(t.cfg.ID), fmtID(t.cfg.ClusterID))
+	}
+	if to != t.cfg.ID {
+		return status.Errorf(codes.FailedPrecondition,
+			"member id mismatch: member %s sent to member %s, but this is member %s",
+			fmtID(from), fmtID(to), fmtID(t.cfg.ID))
+	}
+	return nil
+}
+
+// A peer is the sending side of the transport for one remote member.
+type peer struct {
+	t    *GRPCTransport
+	id   uint64
+	addr string
+	// conn is nil when addr is not a valid target; the peer then drops
+	// everything sent to it.
+	conn    *grpc.ClientConn
+	connErr error
+	client  catalogpb.RaftClient
+	logger  *slog.Logger
+
+	queueC chan raftpb.Message
+	// ctx is cancelled by stop; streams to the peer derive from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the writer and the snapshot senders.
+	wg     sync.WaitGroup
+	active atomic.Bool
+}
+
+// newPeer creates a peer. grpc.NewClient does no I/O: the connection is made
+// by the first stream the writer opens.
+func (t *GRPCTransport) newPeer(id uint64, addr string) *peer {
+	ctx, cancel := context.WithCancel(t.ctx)
+	p := &peer{
+		t:      t,
+		id:     id,
+		addr:   addr,
+		logger: t.logger.With("peer", fmtID(id), "addr", addr),
+		queueC: make(chan raftpb.Message, peerQueueSize),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  reconnectMinBackoff,
+				Multiplier: 2,
+				Jitter:     0.2,
+				MaxDelay:   reconnectMaxBackoff,
+			},
+			MinConnectTimeout: t.cfg.DialTimeout,
+		}),
+	)
+	if err != nil {
+		p.connErr = fmt.Errorf("peer %s address %q: %w", fmtID(id), addr, err)
+		p.logger.Error("cannot send to peer: bad address", "err", err)
+		return p
+	}
+	p.conn = conn
+	p.client = catalogpb.NewRaftClient(conn)
+	return p
+}
+
+// stop ends the peer's streams and waits for its goroutines.
+func (p *peer) stop() {
+	p.cancel()
+	p.wg.Wait()
+	p.active.Store(false)
+	if p.conn != nil {
+		_ = p.conn.Close()
+	}
+}
+
+// run is the peer's writer: it keeps a stream open and sends whatever is
+// queued as one batch per write. While the peer is unreachable it discards the
+// queue, so that no stale backlog is delivered when the peer returns.
+func (p *peer) run() {
+	defer p.wg.Done()
+	delay := reconnectMinBackoff
+	var lastErr string // a failure repeating the previous one is logged quietly
+	for {
+		opened := time.Now()
+		established, err := p.stream()
+		if p.ctx.Err() != nil {
+			return
+		}
+		if established && time.Since(opened) >= reconnectMaxBackoff {
+			// The stream lived a while: this is a new outage rather than
+			// the same one again, so reconnect quickly.
+			delay = reconnectMinBackoff
+		}
+		level := slog.LevelWarn
+		if err.Error() == lastErr {
+			level = slog.LevelDebug
+		}
+		lastErr = err.Error()
+		p.logger.Log(p.ctx, level, "raft stream to peer failed", "err", err, "retry_in", delay)
+		p.t.cfg.Handler.ReportUnreachable(p.id)
+		if !p.discardFor(delay) {
+			return
+		}
+		delay = min(2*delay, reconnectMaxBackoff)
+	}
+}
+
+// stream opens one stream to the peer and sends batches on it until it fails
+// or the peer is stopped. It reports whether the stream was opened, and why it
+// ended.
+func (p *peer) stream() (established bool, err error) {
+	if p.conn == nil {
+		return false, p.connErr
+	}
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+	stream, err := openWithin(ctx, cancel, p.t.cfg.DialTimeout, p.client.Stream)
+	if err != nil {
+		return false, fmt.Errorf("open raft stream: %w", err)
+	}
+	p.active.Store(true)
+	defer p.active.Store(false)
+	p.logger.Debug("raft stream to peer established")
+
+	// The peer answers a client stream only when it ends it (refusal,
+	// shutdown, broken connection). Waiting for that answer alongside the
+	// writes notices it at once, even while there is nothing to send.
+	endedC := make(chan error, 1)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		err := stream.RecvMsg(new(catalogpb.RaftAck))
+		if err == nil {
+			err = errors.New("peer closed the raft stream")
+		}
+		endedC <- err
+		cancel()
+	}()
+
+	w := newWatchdog(cancel)
+	defer w.stop()
+	batch := &catalogpb.RaftBatch{ClusterId: p.t.cfg.ClusterID, From: p.t.cfg.ID, To: p.id}
+	var carry []byte // a message that did not fit in the previous batch
+	for {
+		if carry == nil {
+			select {
+			case <-p.ctx.Done():
+				return true, p.ctx.Err()
+			case err := <-endedC:
+				return true, err
+			case m := <-p.queueC:
+				carry = p.marshal(m)
+				if carry == nil {
+					continue
+				}
+			}
+		}
+		batch.Msgs, carry = p.fillBatch(batch.Msgs[:0], carry)
+		if err := w.run(peerWriteTimeout, func() error { return stream.Send(batch) }); err != nil {
+			cancel()
+			if ended := <-endedC; !w.fired && status.Code(ended) != codes.Canceled {
+				err = ended // the peer's reason says more than io.EOF
+			}
+			return true, fmt.Errorf("send raft batch of %d messages: %w", len(batch.Msgs), err)
+		}
+	}
+}
+
+// fillBatch appends first and then everything queued, up to maxBatchBytes.
+// It returns the batch and the message left over for the next one, if any.
+func (p *peer) fillBatch(msgs [][]byte, first []byte) (batch [][]byte, carry []byte) {
+	msgs = append(msgs, first)
+	size := len(first)
+	for {
+		select {
+		case m := <-p.queueC:
+			b := p.marshal(m)
+			if b == nil {
+				continue
+			}
+			if size+len(b) > maxBatchBytes {
+				return msgs, b
+			}
+			msgs = append(msgs, b)
+			size += len(b)
+		default:
+			return msgs, nil
+		}
+	}
+}
+
+// marshal returns m's wire form, or nil when m cannot be sent at all.
+func (p *peer) marshal(m raftpb.Message) []byte {
+	b, err := m.Marshal()
+	if err != nil {
+		p.logger.Error("dropped unmarshallable raft message", "type", m.Type.String(), "err", err)
+		return nil
+	}
+	if len(b) > MaxMessageSize-batchEnvelopeBytes {
+		p.logger.Error("dropped raft message larger than the transport carries",
+			"type", m.Type.String(), "bytes", len(b), "max", MaxMessageSize-batchEnvelopeBytes)
+		p.t.cfg.Handler.ReportUnreachable(p.id)
+		return nil
+	}
+	return b
+}
+
+// discardFor waits d, dropping whatever is queued meanwhile (the peer is
+// unreachable, and raft retransmits). It reports false if the peer was
+// stopped.
+func (p *peer) discardFor(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	reported := false
+	for {
+		select {
+		case <-p.ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-p.queueC:
+			if !reported {
+				p.t.cfg.Handler.ReportUnreachable(p.id)
+				reported = true
+			}
+		}
+	}
+}
+
+// openWithin opens a stream with open(ctx), giving up (by cancelling ctx)
+// after timeout. The stream itself outlives the timeout: ctx must be the
+// stream's long-lived context and cancel its cancel function.
+func openWithin[S any](ctx context.Context, cancel context.CancelFunc, timeout time.Duration,
+	open func(context.Context, ...grpc.CallOption) (S, error)) (S, error) {
+	timer := time.AfterFunc(timeout, cancel)
+	s, err := open(ctx)
+	if !timer.Stop() {
+		// The timer fired, so ctx is cancelled and a stream, if any, is dead.
+		var zero S
+		if err == nil {
+			err = context.DeadlineExceeded
+		}
+		return zero, fmt.Errorf("no connection within %v: %w", timeout, err)
+	}
+	return s, err
+}
+
+// A watchdog cancels a stream when one write takes longer than allowed. It is
+// used by one goroutine at a time.
+type watchdog struct {
+	timer *time.Timer
+	fired bool
+}
+
+func newWatchdog(cancel context.CancelFunc) *watchdog {
+	w := &watchdog{timer: time.AfterFunc(time.Hour, cancel)}
+	w.timer.Stop()
+	return w
+}
+
+// run calls write, cancelling the stream if write has not returned within d.
+func (w *watchdog) run(d time.Duration, write func() error) error {
+	w.timer.Reset(d)
+	err := write()
+	if !w.timer.Stop() {
+		w.fired = true
+		return fmt.Errorf("write did not finish within %v: %w", d, err)
+	}
+	return err
+}
+
+func (w *watchdog) stop() { w.timer.Stop() }
+
+// fmtID formats a member or cluster id as raft and etcd print them.
+func fmtID(id uint64) string { return fmt.Sprintf("%x", id) }
+
+// raftServer is the receiving side: the Raft service other members stream to.
+type raftServer struct {
+	catalogpb.UnimplementedRaftServer
+	t *GRPCTransport
+}
+
+// Stream delivers every message of every batch to the Handler, in order. A
+// batch from another cluster or for another member ends the stream with
+// FailedPrecondition.
+func (s *raftServer) Stream(stream grpc.ClientStreamingServer[catalogpb.RaftBatch, catalogpb.RaftAck]) error {
+	ctx, cancel := s.t.incomingContext(stream.Context())
+	defer cancel()
+	var m raftpb.Message
+	for {
+		batch, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return stream.SendAndClose(&catalogpb.RaftAck{})
+			}
+			return err
+		}
+		if err := s.t.checkEnvelope(batch.GetClusterId(), batch.GetFrom(), batch.GetTo()); err != nil {
+			return err
+		}
+		for i, raw := range batch.GetMsgs() {
+			m = raftpb.Message{}
+			if err := m.Unmarshal(raw); err != nil {
+				return status.Errorf(codes.InvalidArgument,
+					"message %d of batch from member %s is not a raft message: %v", i, fmtID(batch.GetFrom()), err)
+			}
+			if err := s.t.process(ctx, m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// incomingContext returns a context for handling an incoming stream that is
+// also cancelled when the transport stops.
+func (t *GRPCTransport) incomingContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	stopWatching := context.AfterFunc(t.ctx, cancel)
+	return ctx, func() {
+		stopWatching()
+		cancel()
+	}
+}
+
+// process steps m into the Handler unless the transport is stopped.
+func (t *GRPCTransport) process(ctx context.Context, m raftpb.Message) error {
+	if !t.enterHandler() {
+		return status.Errorf(codes.Unavailable, "member %s is stopping", fmtID(t.cfg.ID))
+	}
+	defer t.exitHandler()
+	if err := t.cfg.Handler.Process(ctx, m); err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return status.Errorf(codes.Unavailable, "member %s cannot process %s from %s: %v",
+			fmtID(t.cfg.ID), m.Type, fmtID(m.From), err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package consensus
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// A Peer is one member of the initial cluster.
+type Peer struct {
+	ID   uint64
+	Name string
+	// Addr is the member's peer (raft) address, host:port.
+	Addr string
+}
+
+// A StateMachine is what the raft log is applied to. Its methods are called from
+// one goroutine, in log order.
+type StateMachine interface {
+	// AppliedIndex returns the last raft index whose effects are durable in the
+	// state machine. Entries at or below it are never passed to Apply again.
+	AppliedIndex() uint64
+	// Apply applies a batch of committed entries (normal entries only, in order,
+	// all above AppliedIndex) and makes them and the new applied index durable in
+	// one commit. It returns one result per entry, in the same order; a result
+	// whose ID is non-zero wakes the proposer waiting on that ID.
+	Apply(ents []raftpb.Entry) []Result
+	// ApplyConfChange records an applied membership change at index; cc.Context
+	// holds the member's Peer as JSON for additions. cs is the configuration
+	// after the change.
+	ApplyConfChange(index uint64, cc raftpb.ConfChange, cs raftpb.ConfState) error
+	// Members returns the members the state machine has recorded; on restart
+	// the node connects to them.
+	Members() ([]Peer, error)
+	// SnapshotDB opens a consistent copy of the state machine's database for
+	// sending to a lagging follower. Its applied index is at or above the
+	// snapshot being sent.
+	SnapshotDB() (rc io.ReadCloser, size int64, err error)
+	// RestoreDB replaces the state machine's database with the file at path (a
+	// database received with a raft snapshot).
+	RestoreDB(path string) error
+}
+
+// A Result is the outcome of applying one entry.
+type Result struct {
+	ID    uint64
+	Value any
+	Err   error
+}
+
+// A Transport carries raft messages between members. Send never blocks on a
+// slow or dead peer.
+type Transport interface {
+	// Send queues messages for their recipients; it never blocks.
+	Send(msgs []raftpb.Message)
+	AddPeer(id uint64, addr string)
+	RemovePeer(id uint64)
+	// ActivePeers reports, per peer id, whether the stream to it is up.
+	ActivePeers() map[uint64]bool
+	Stop()
+}
+
+// A Handler is the side of the raft node that a Transport delivers to.
+type Handler interface {
+	// Process steps a message received from a peer into the raft node.
+	Process(ctx context.Context, m raftpb.Message) error
+	// ReportUnreachable tells raft that a peer could not be reached.
+	ReportUnreachable(id uint64)
+	// ReportSnapshot tells raft how sending a snapshot to id ended.
+	ReportSnapshot(id uint64, status raft.SnapshotStatus)
+	// OpenSnapshotDB opens the database to stream with the MsgSnap m.
+	OpenSnapshotDB(m raftpb.Message) (rc io.ReadCloser, size int64, err error)
+	// ReceiveSnapshotDB stores a streamed database for the MsgSnap m; the
+	// node restores it when raft applies that snapshot.
+	ReceiveSnapshotDB(m raftpb.Message, r io.Reader) error
+}
+
+// A DropFunc, used by tests, reports whether a message from one member to
+// another should be dropped by the transport.
+type DropFunc func(from, to uint64) bool
+
+// Config configures a Node.
+type Config struct {
+	ID        uint64
+	ClusterID uint64
+	// Peers is the initial cluster; used only when the data dir holds no WAL.
+	Peers   []Peer
+	DataDir string
+
+	TickInterval   time.Duration // default 100ms
+	ElectionTicks  int           // default 10
+	HeartbeatTicks int           // default 1
+	// SnapshotCount is how many applied entries trigger a snapshot and log compaction.
+	SnapshotCount uint64 // default 10000
+	// CatchUpEntries is how many entries stay in the log after compaction, so a
+	// slightly lagging follower catches up without a snapshot.
+	CatchUpEntries  uint64 // default 5000
+	MaxSizePerMsg   uint64 // default 1 MiB
+	MaxInflightMsgs int    // default 512
+	// MaxProposalBatch caps the entries of one proposal step.
+	MaxProposalBatch int // default 512
+
+	StateMachine StateMachine
+	// PeerListener is the listener the peer gRPC server serves on; the node
+	// owns it from Start on.
+	PeerListener net.Listener
+	Logger       *slog.Logger
+	Metrics      Metrics
+	// Drop, if set, is consulted for every outgoing peer message (tests only).
+	Drop DropFunc
+}
+
+// An Observer records one measurement (a prometheus.Histogram satisfies it).
+type Observer interface{ Observe(float64) }
+
+// A Counter counts (a prometheus.Counter satisfies it).
+type Counter interface{ Add(float64) }
+
+// A Gauge holds a value (a prometheus.Gauge satisfies it).
+type Gauge interface{ Set(float64) }
+
+// Metrics are the measurements a Node reports. Nil fields are not reported.
+type Metrics struct {
+	WALFsyncSeconds    Observer
+	ReadIndexSeconds   Observer
+	ProposalsCommitted Counter
+	ProposalsFailed    Counter
+	ProposalsPending   Gauge
+	LeaderChanges      Counter
+	IsLeader           Gauge
+	HasLeader          Gauge
+	Term               Gauge
+	CommitIndex        Gauge
+	AppliedIndex       Gauge
+	SnapshotsSaved     Counter
+}

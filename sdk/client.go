@@ -1,0 +1,223 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+)
+
+// DefaultMaxRetries is the number of retries when Config.MaxRetries is 0.
+const DefaultMaxRetries = 5
+
+// A Config says which servers a Client talks to and how patiently.
+type Config struct {
+	// Endpoints are the servers' client addresses, host:port each. At least one.
+	Endpoints []string
+	// DialTimeout bounds each attempt to connect to an endpoint; 0 leaves
+	// gRPC's default (20s). Connecting is lazy: New never blocks.
+	DialTimeout time.Duration
+	// RequestTimeout bounds each attempt of a call; 0 means only the caller's
+	// context bounds it. A read whose attempt timed out is retried.
+	RequestTimeout time.Duration
+	// MaxRetries is how many times a retryable call is sent again after its
+	// first attempt: 0 means DefaultMaxRetries, a negative value means never.
+	MaxRetries int
+	// DialOptions are added after the client's own (insecure credentials,
+	// round-robin balancing), so they may override them.
+	DialOptions []grpc.DialOption
+}
+
+// Validate reports what is wrong with the config, if anything.
+func (cfg Config) Validate() error {
+	if len(cfg.Endpoints) == 0 {
+		return fmt.Errorf("%w: at least one endpoint (host:port) is required", ErrInvalidArgument)
+	}
+	for _, ep := range cfg.Endpoints {
+		if err := validateEndpoint(ep); err != nil {
+			return err
+		}
+	}
+	if cfg.DialTimeout < 0 || cfg.RequestTimeout < 0 {
+		return fmt.Errorf("%w: timeouts must be >= 0, got dial %v and request %v",
+			ErrInvalidArgument, cfg.DialTimeout, cfg.RequestTimeout)
+	}
+	return nil
+}
+
+func validateEndpoint(ep string) error {
+	host, port, err := net.SplitHostPort(ep)
+	if err != nil {
+		return fmt.Errorf("%w: endpoint %q must be host:port (for example 127.0.0.1:7400)", ErrInvalidArgument, ep)
+	}
+	if host == "" || strings.Contains(host, "/") {
+		return fmt.Errorf("%w: endpoint %q must be host:port with a host name or IP, without a scheme", ErrInvalidArgument, ep)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%w: endpoint %q: port must be a number in 1..65535, got %q", ErrInvalidArgument, ep, port)
+	}
+	return nil
+}
+
+// A Client talks to a catalogd cluster. It is safe for concurrent use.
+type Client struct {
+	cfg        Config
+	conn       *grpc.ClientConn
+	kv         catalogpb.KVClient
+	cluster    catalogpb.ClusterClient
+	maxRetries int
+	// backoffBase and backoffMax shape the wait between retries; tests shorten them.
+	backoffBase time.Duration
+	backoffMax  time.Duration
+	// sleep waits between retries; tests intercept it.
+	sleep func(ctx context.Context, d time.Duration) error
+
+	mu sync.Mutex
+	// endpointConns hold one connection per endpoint asked by StatusOf, which
+	// must reach that server and no other.
+	endpointConns map[string]*grpc.ClientConn
+	closed        bool
+}
+
+// New returns a client over cfg.Endpoints. It validates cfg but does not
+// connect: the first call does, and a dead endpoint only fails calls when
+// every endpoint is dead.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// The resolver is given to this connection only (WithResolvers), so
+	// clients with different endpoints never share global resolver state.
+	r := manual.NewBuilderWithScheme("catalogd")
+	endpoints := make([]resolver.Endpoint, len(cfg.Endpoints))
+	for i, ep := range cfg.Endpoints {
+		endpoints[i] = resolver.Endpoint{Addresses: []resolver.Address{{Addr: ep}}}
+	}
+	r.InitialState(resolver.State{Endpoints: endpoints})
+
+	opts := append(cfg.baseDialOptions(),
+		grpc.WithResolvers(r),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+	)
+	opts = append(opts, cfg.DialOptions...)
+	conn, err := grpc.NewClient(r.Scheme()+":///"+strings.Join(cfg.Endpoints, ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create connection to %v: %w", cfg.Endpoints, err)
+	}
+
+	maxRetries := cfg.MaxRetries
+	switch {
+	case maxRetries == 0:
+		maxRetries = DefaultMaxRetries
+	case maxRetries < 0:
+		maxRetries = 0
+	}
+	return &Client{
+		cfg:           cfg,
+		conn:          conn,
+		kv:            catalogpb.NewKVClient(conn),
+		cluster:       catalogpb.NewClusterClient(conn),
+		maxRetries:    maxRetries,
+		backoffBase:   25 * time.Millisecond,
+		backoffMax:    time.Second,
+		sleep:         sleepCtx,
+		endpointConns: make(map[string]*grpc.ClientConn),
+	}, nil
+}
+
+// baseDialOptions are the options every connection of the client starts with.
+func (cfg Config) baseDialOptions() []grpc.DialOption {
+	// gRPC's default reconnect backoff grows to two minutes; a restarted
+	// server should be used again within seconds.
+	connect := grpc.ConnectParams{
+		Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+	}
+	if cfg.DialTimeout > 0 {
+		connect.MinConnectTimeout = cfg.DialTimeout
+	}
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(connect),
+		// A large range may exceed gRPC's 4 MiB default; the server bounds it.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+	}
+}
+
+// Endpoints returns the endpoints the client was created with.
+func (c *Client) Endpoints() []string { return append([]string(nil), c.cfg.Endpoints...) }
+
+// KV returns the raw generated KV client (no retries, no error mapping).
+func (c *Client) KV() catalogpb.KVClient { return c.kv }
+
+// Cluster returns the raw generated Cluster client (no retries, no error mapping).
+func (c *Client) Cluster() catalogpb.ClusterClient { return c.cluster }
+
+// Close closes every connection of the client. Calls in flight fail.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	errs := []error{c.conn.Close()}
+	for _, conn := range c.endpointConns {
+		errs = append(errs, conn.Close())
+	}
+	c.endpointConns = nil
+	return errors.Join(errs...)
+}
+
+// Status returns the status of whichever endpoint the balancer picks.
+func (c *Client) Status(ctx context.Context) (*catalogpb.StatusResponse, error) {
+	return invoke(ctx, c, retryReads, func(ctx context.Context) (*catalogpb.StatusResponse, error) {
+		return c.cluster.Status(ctx, &catalogpb.StatusRequest{})
+	})
+}
+
+// StatusOf returns the status of the server at endpoint (host:port), which
+// need not be one of the client's endpoints. It is how a caller sees every
+// server of a cluster, not only the one the balancer picks.
+func (c *Client) StatusOf(ctx context.Context, endpoint string) (*catalogpb.StatusResponse, error) {
+	if err := validateEndpoint(endpoint); err != nil {
+		return nil, err
+	}
+	conn, err := c.endpointConn(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	cluster := catalogpb.NewClusterClient(conn)
+	return invoke(ctx, c, retryReads, func(ctx context.Context) (*catalogpb.StatusResponse, error) {
+		return cluster.Status(ctx, &catalogpb.StatusRequest{})
+	})
+}
+
+func (c *Client) endpointConn(endpoint string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("status of %s: client is closed", endpoint)
+	}
+	if conn, ok := c.endpointConns[endpoint]; ok {
+		return conn, nil
+	}
+	opts := append(c.cfg.baseDialOptions(), c.cfg.DialOptions...)
+	conn, err := grpc.NewClient("passthrough:///"+endpoint, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create connection to %s: %w", endpoint, err)
+	}
+	c.endpointConns[endpoint] = conn
+	return conn, nil
+}

@@ -1,0 +1,146 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors returned by the client. Match them with errors.Is; the error
+// itself carries the server's message, which says what was wrong.
+var (
+	ErrKeyEmpty             = errors.New("sdk: key is empty")
+	ErrKeyTooLarge          = errors.New("sdk: key too large")
+	ErrValueTooLarge        = errors.New("sdk: value too large")
+	ErrRequestTooLarge      = errors.New("sdk: request too large")
+	ErrTooManyOps           = errors.New("sdk: too many operations in transaction")
+	ErrDuplicateKey         = errors.New("sdk: key written twice in one transaction")
+	ErrLeaseNotFound        = errors.New("sdk: lease not found")
+	ErrInvalidContinueToken = errors.New("sdk: invalid continue token")
+	ErrInvalidLimit         = errors.New("sdk: invalid limit")
+	ErrInvalidArgument      = errors.New("sdk: invalid argument")
+	ErrCompacted            = errors.New("sdk: revision compacted")
+	// ErrNoLeader means the cluster had no leader; the request was not applied.
+	ErrNoLeader = errors.New("sdk: no leader")
+	// ErrTimeout means the server gave up waiting for the request to commit:
+	// a write may or may not have been applied.
+	ErrTimeout = errors.New("sdk: request timed out on the server")
+	ErrStopped = errors.New("sdk: server stopped")
+	// ErrUnavailable means no server could be reached (gRPC code Unavailable
+	// without a catalogd reason).
+	ErrUnavailable = errors.New("sdk: server unavailable")
+)
+
+// errorDomain is the ErrorInfo domain of reasons set by catalogd servers.
+const errorDomain = "catalogd"
+
+// errorTable maps a gRPC failure to its sentinel. Rows with a reason match an
+// ErrorInfo detail of domain "catalogd" carrying that reason, whatever the code
+// (the code column records what the server sends). Rows without a reason match
+// by code, and only when no reason row matched. Context errors map to the
+// context sentinels so errors.Is(err, context.DeadlineExceeded) holds.
+var errorTable = []struct {
+	reason catalogpb.ErrorReason
+	code   codes.Code
+	err    error
+}{
+	{catalogpb.ErrorReason_KEY_EMPTY, codes.InvalidArgument, ErrKeyEmpty},
+	{catalogpb.ErrorReason_KEY_TOO_LARGE, codes.InvalidArgument, ErrKeyTooLarge},
+	{catalogpb.ErrorReason_VALUE_TOO_LARGE, codes.InvalidArgument, ErrValueTooLarge},
+	{catalogpb.ErrorReason_REQUEST_TOO_LARGE, codes.InvalidArgument, ErrRequestTooLarge},
+	{catalogpb.ErrorReason_TOO_MANY_OPS, codes.InvalidArgument, ErrTooManyOps},
+	{catalogpb.ErrorReason_DUPLICATE_KEY, codes.InvalidArgument, ErrDuplicateKey},
+	{catalogpb.ErrorReason_INVALID_CONTINUE_TOKEN, codes.InvalidArgument, ErrInvalidContinueToken},
+	{catalogpb.ErrorReason_INVALID_LIMIT, codes.InvalidArgument, ErrInvalidLimit},
+	{catalogpb.ErrorReason_INVALID_ARGUMENT, codes.InvalidArgument, ErrInvalidArgument},
+	{catalogpb.ErrorReason_LEASE_NOT_FOUND, codes.NotFound, ErrLeaseNotFound},
+	{catalogpb.ErrorReason_COMPACTED, codes.OutOfRange, ErrCompacted},
+	{catalogpb.ErrorReason_NO_LEADER, codes.Unavailable, ErrNoLeader},
+	{catalogpb.ErrorReason_STOPPED, codes.Unavailable, ErrStopped},
+	{catalogpb.ErrorReason_TIMEOUT, codes.DeadlineExceeded, ErrTimeout},
+
+	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.InvalidArgument, ErrInvalidArgument},
+	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.Unavailable, ErrUnavailable},
+	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.DeadlineExceeded, context.DeadlineExceeded},
+	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.Canceled, context.Canceled},
+}
+
+// sentinelFor returns the sentinel of a reason (a catalogpb.ErrorReason name,
+// "" for none) and code, or nil when the table has no row for them.
+func sentinelFor(reason string, code codes.Code) error {
+	if reason != "" {
+		for _, row := range errorTable {
+			if row.reason != catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED && row.reason.String() == reason {
+				return row.err
+			}
+		}
+	}
+	for _, row := range errorTable {
+		if row.reason == catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED && row.code == code {
+			return row.err
+		}
+	}
+	return nil
+}
+
+// An Error is a failure answered by a server (or by the gRPC layer on the way).
+// errors.Is matches it against the sentinel of its reason or code; status.Code
+// and status.FromError still see the original gRPC status.
+type Error struct {
+	// Code is the gRPC code.
+	Code codes.Code
+	// Reason is the catalogpb.ErrorReason name from the ErrorInfo detail of
+	// domain "catalogd", or "" when the server attached none.
+	Reason string
+	// Message is the server's message.
+	Message string
+
+	sentinel error
+	status   *status.Status
+}
+
+// Error returns the server's message, which says what was wrong.
+func (e *Error) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	if e.sentinel != nil {
+		return e.sentinel.Error()
+	}
+	return "rpc error: code = " + e.Code.String()
+}
+
+// Unwrap returns the sentinel the error maps to, or nil.
+func (e *Error) Unwrap() error { return e.sentinel }
+
+// GRPCStatus returns the gRPC status the error came from.
+func (e *Error) GRPCStatus() *status.Status { return e.status }
+
+// toError maps an error returned by a generated client to an *Error. Errors
+// that carry no gRPC status are returned unchanged.
+func toError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var already *Error
+	if errors.As(err, &already) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	e := &Error{Code: st.Code(), Message: st.Message(), status: st}
+	for _, detail := range st.Details() {
+		if info, ok := detail.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			e.Reason = info.GetReason()
+			break
+		}
+	}
+	e.sentinel = sentinelFor(e.Reason, e.Code)
+	return e
+}

@@ -1,0 +1,164 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/catalogd/catalogd/consensus"
+)
+
+// Version is catalogd's version, reported by Status.
+const Version = "0.1.0"
+
+// A Config holds everything a catalogd server needs. DefaultConfig returns
+// the single-node defaults of DESIGN.md.
+type Config struct {
+	Name       string
+	DataDir    string
+	DC         string
+	ClientAddr string
+	PeerAddr   string
+	HTTPAddr   string
+	// InitialCluster lists every member of a new cluster as name=host:port
+	// (peer addresses). Empty means a single-node cluster of this server.
+	InitialCluster string
+
+	TickInterval  time.Duration
+	ElectionTicks int
+	SnapshotCount uint64
+	// EventHistory is how many revisions of events the events bucket keeps.
+	EventHistory int64
+	// RequestTimeout bounds a request whose caller set no deadline.
+	RequestTimeout time.Duration
+
+	Logger *slog.Logger
+	// Drop, for tests, drops peer messages between chosen members.
+	Drop consensus.DropFunc
+}
+
+// DefaultConfig returns the configuration of `catalogd` with no flags.
+func DefaultConfig() Config {
+	return Config{
+		Name:           "default",
+		DataDir:        "catalogd-data",
+		DC:             "dc1",
+		ClientAddr:     "127.0.0.1:7400",
+		PeerAddr:       "127.0.0.1:7401",
+		HTTPAddr:       "127.0.0.1:7480",
+		TickInterval:   100 * time.Millisecond,
+		ElectionTicks:  10,
+		SnapshotCount:  10000,
+		EventHistory:   100000,
+		RequestTimeout: 5 * time.Second,
+	}
+}
+
+// Validate checks the configuration and says what to fix.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("--name must not be empty")
+	}
+	if c.DataDir == "" {
+		return errors.New("--data-dir must not be empty")
+	}
+	if c.DC == "" {
+		return errors.New("--dc must not be empty")
+	}
+	for flag, addr := range map[string]string{"--client-addr": c.ClientAddr, "--peer-addr": c.PeerAddr, "--http-addr": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s %q is not host:port: %v", flag, addr, err)
+		}
+	}
+	if c.TickInterval <= 0 || c.ElectionTicks < 2 {
+		return errors.New("tick interval must be positive and election ticks at least 2")
+	}
+	if c.EventHistory < 1 {
+		return errors.New("event history must keep at least 1 revision")
+	}
+	if c.RequestTimeout <= 0 {
+		return errors.New("request timeout must be positive")
+	}
+	members, err := c.members()
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, m := range members {
+		if m.Name == c.Name {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("--initial-cluster %q does not name this server (--name %q): add %s=<peer host:port>", c.InitialCluster, c.Name, c.Name)
+	}
+	return nil
+}
+
+// members parses InitialCluster into peers with their ids.
+func (c *Config) members() ([]consensus.Peer, error) {
+	spec := c.InitialCluster
+	if spec == "" {
+		spec = c.Name + "=" + c.PeerAddr
+	}
+	var peers []consensus.Peer
+	names := map[string]bool{}
+	addrs := map[string]bool{}
+	low := map[uint64]string{}
+	for _, part := range strings.Split(spec, ",") {
+		name, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("--initial-cluster entry %q must be name=host:port (e.g. n1=127.0.0.1:7401,n2=127.0.0.1:7411)", part)
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return nil, fmt.Errorf("--initial-cluster entry %q: %q is not host:port", part, addr)
+		}
+		if names[name] {
+			return nil, fmt.Errorf("--initial-cluster names %q twice: member names must be unique", name)
+		}
+		if addrs[addr] {
+			return nil, fmt.Errorf("--initial-cluster gives peer address %q twice: each member needs its own", addr)
+		}
+		names[name], addrs[addr] = true, true
+		id := memberID(name, addr)
+		// Request ids carry a member id's low 16 bits: they must differ.
+		if other, dup := low[id&0xffff]; dup {
+			return nil, fmt.Errorf("--initial-cluster members %q and %q hash to clashing ids: rename one", other, name)
+		}
+		low[id&0xffff] = name
+		peers = append(peers, consensus.Peer{ID: id, Name: name, Addr: addr})
+	}
+	sort.Slice(peers, func(i, j int) bool { return peers[i].ID < peers[j].ID })
+	return peers, nil
+}
+
+// memberID derives a member's id from its name and peer address, so every
+// member computes the same ids from the same --initial-cluster.
+func memberID(name, peerAddr string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte("catalogd-member\x00" + name + "\x00" + peerAddr))
+	id := h.Sum64()
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// clusterID derives the cluster's id from its initial members.
+func clusterID(peers []consensus.Peer) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte("catalogd-cluster"))
+	for _, p := range peers {
+		var b [8]byte
+		for i := range 8 {
+			b[i] = byte(p.ID >> (8 * i))
+		}
+		h.Write(b[:])
+	}
+	return h.Sum64()
+}

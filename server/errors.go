@@ -1,0 +1,72 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+	"github.com/catalogd/catalogd/consensus"
+	"github.com/catalogd/catalogd/registry"
+)
+
+// errorDomain is the ErrorInfo domain of every error catalogd attaches a reason to.
+const errorDomain = "catalogd"
+
+type grpcError struct {
+	code   codes.Code
+	reason catalogpb.ErrorReason
+}
+
+// errorTable is the one place that maps domain errors to gRPC codes and
+// reasons; clients map them back by reason (sdk/errors.go).
+var errorTable = []struct {
+	err error
+	grpcError
+}{
+	{registry.ErrKeyEmpty, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_KEY_EMPTY}},
+	{registry.ErrKeyTooLarge, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_KEY_TOO_LARGE}},
+	{registry.ErrValueTooLarge, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_VALUE_TOO_LARGE}},
+	{registry.ErrRequestTooLarge, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_REQUEST_TOO_LARGE}},
+	{registry.ErrTooManyOps, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_TOO_MANY_OPS}},
+	{registry.ErrDuplicateKey, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_DUPLICATE_KEY}},
+	{registry.ErrInvalidContinueToken, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_CONTINUE_TOKEN}},
+	{registry.ErrInvalidLimit, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_LIMIT}},
+	{registry.ErrInvalidArgument, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_ARGUMENT}},
+	{registry.ErrLeaseNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_LEASE_NOT_FOUND}},
+	{consensus.ErrNoLeader, grpcError{codes.Unavailable, catalogpb.ErrorReason_NO_LEADER}},
+	{consensus.ErrStopped, grpcError{codes.Unavailable, catalogpb.ErrorReason_STOPPED}},
+	{consensus.ErrTimeout, grpcError{codes.DeadlineExceeded, catalogpb.ErrorReason_TIMEOUT}},
+	{errRequestTimeout, grpcError{codes.DeadlineExceeded, catalogpb.ErrorReason_TIMEOUT}},
+}
+
+// errRequestTimeout means the server's own deadline for a request passed (the
+// caller set none): a write may or may not have been applied.
+var errRequestTimeout = errors.New("server: request timed out (it may or may not have been applied)")
+
+// toGRPCError maps err through errorTable. Context errors of the caller pass
+// through as Canceled / DeadlineExceeded.
+func toGRPCError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, e := range errorTable {
+		if errors.Is(err, e.err) {
+			st := status.New(e.code, err.Error())
+			if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: e.reason.String(), Domain: errorDomain}); derr == nil {
+				st = withInfo
+			}
+			return st.Err()
+		}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, err.Error())
+}

@@ -1,0 +1,31 @@
+// Package httpapi is the HTTP surface of one catalogd server: liveness and
+// readiness probes, the Prometheus scrape endpoint and the GraphQL API.
+//
+// Routes (all on one handler, returned by New):
+//
+//	GET  /healthz   200 "ok" while the process serves
+//	GET  /readyz    200 "ok" when Backend.Ready says so, else 503 with the reason
+//	GET  /metrics   the server's own Prometheus registry
+//	POST /graphql   {"query": ..., "variables": {...}, "operationName": ...}
+//	GET  /graphql   ?query=...&variables=<JSON>&operationName=...
+//
+// GraphQL answers 200 with {"data": ..., "errors": [...]} even when a field
+// failed, as GraphQL clients expect; only a request that cannot be read at all
+// (bad JSON, no query, too large, wrong media type) gets a 4xx, still with an
+// {"errors": [...]} body. A field error carries, in its extensions, the gRPC
+// code and catalogd ErrorReason of the failure, so clients branch on
+// extensions.reason, never on message text.
+//
+// GraphQL's Int is 32 bits, so every 64-bit number (ids, revisions, indexes,
+// sizes) is a decimal String, as protojson writes them.
+//
+// The schema is assembled from one small function per area (clusterFields,
+// kvFields, ...) listed in queryAreas; an area adds its fields there and two
+// areas claiming one field name fail Schema.
+//
+// Invariant: this package only reads, through Backend; it holds no state of
+// its own beyond the built schema, so any number of handlers may serve at once.
+//
+// It must not import the server package or consensus: the server gives it a
+// Backend, which keeps the import graph one-way and lets tests use a fake.
+package httpapi

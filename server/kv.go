@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+	"github.com/catalogd/catalogd/registry"
+)
+
+// kvService implements catalogpb.KVServer: validate, propose or read, map errors.
+type kvService struct {
+	catalogpb.UnimplementedKVServer
+	s *Server
+}
+
+func checkRequestSize(m proto.Message) error {
+	if n := proto.Size(m); n > registry.MaxRequestSize {
+		return fmt.Errorf("%w: request must be at most %d bytes, got %d", registry.ErrRequestTooLarge, registry.MaxRequestSize, n)
+	}
+	return nil
+}
+
+func (k *kvService) Put(ctx context.Context, req *catalogpb.PutRequest) (*catalogpb.PutResponse, error) {
+	if err := checkRequestSize(req); err != nil {
+		return nil, toGRPCError(err)
+	}
+	if err := registry.ValidatePut(req); err != nil {
+		return nil, toGRPCError(err)
+	}
+	v, err := k.s.propose(ctx, &catalogpb.Command{Op: &catalogpb.Command_Put{Put: req}})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := v.(*catalogpb.PutResponse)
+	resp.Header = k.s.header(resp.Header.GetRevision())
+	return resp, nil
+}
+
+func (k *kvService) Delete(ctx context.Context, req *catalogpb.DeleteRequest) (*catalogpb.DeleteResponse, error) {
+	if err := registry.ValidateDelete(req); err != nil {
+		return nil, toGRPCError(err)
+	}
+	v, err := k.s.propose(ctx, &catalogpb.Command{Op: &catalogpb.Command_Delete{Delete: req}})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := v.(*catalogpb.DeleteResponse)
+	resp.Header = k.s.header(resp.Header.GetRevision())
+	return resp, nil
+}
+
+func (k *kvService) Txn(ctx context.Context, req *catalogpb.TxnRequest) (*catalogpb.TxnResponse, error) {
+	if err := checkRequestSize(req); err != nil {
+		return nil, toGRPCError(err)
+	}
+	if err := registry.ValidateTxn(req); err != nil {
+		return nil, toGRPCError(err)
+	}
+	v, err := k.s.propose(ctx, &catalogpb.Command{Op: &catalogpb.Command_Txn{Txn: req}})
+	if err != nil {
+		return nil, toGRPCError(err)
+	}
+	resp := v.(*catalogpb.TxnResponse)
+	resp.Header = k.s.header(resp.Header.GetRevision())
+	return resp, nil
+}
+
+func (k *kvService) Get(ctx context.Context, req *catalogpb.GetRequest) (*catalogpb.GetResponse, error) {
+	resp, err := k.s.get(ctx, req)
+	return resp, toGRPCError(err)
+}
+
+// get serves a read: linearizable unless the request asks for serializable.
+func (s *Server) get(ctx context.Context, req *catalogpb.GetRequest) (*catalogpb.GetResponse, error) {
+	if err := registry.ValidateGet(req); err != nil {
+		return nil, err
+	}
+	if req.Consistency != catalogpb.Consistency_SERIALIZABLE {
+		if err := s.linearize(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var resp *catalogpb.GetResponse
+	var rev int64
+	err := s.sm.view(func(tx *bbolt.Tx) error {
+		var err error
+		resp, err = registry.Range(tx, req)
+		rev = readRevision(tx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.Header = s.header(rev)
+	if req.Consistency == catalogpb.Consistency_SERIALIZABLE {
+		if commit, applied := s.node.CommitIndex(), s.node.AppliedIndex(); commit > applied {
+			resp.StaleByIndex = commit - applied
+		}
+	}
+	return resp, nil
+}

@@ -1,0 +1,326 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+	"github.com/catalogd/catalogd/consensus"
+	"github.com/catalogd/catalogd/registry"
+	"github.com/catalogd/catalogd/server/httpapi"
+	"github.com/catalogd/catalogd/server/metrics"
+)
+
+// grpcMaxRecvSize leaves room above registry.MaxRequestSize so that an
+// oversized request reaches the handler and gets catalogd's own error.
+const grpcMaxRecvSize = registry.MaxRequestSize + 1<<20
+
+// A Server is one catalogd member: raft node, state machine, gRPC and HTTP.
+type Server struct {
+	cfg     Config
+	lg      *slog.Logger
+	metrics *metrics.Metrics
+
+	id        uint64
+	clusterID uint64
+	sm        *stateMachine
+	node      *consensus.Node
+
+	clientLn, peerLn, httpLn net.Listener
+	grpcServer               *grpc.Server
+	httpServer               *http.Server
+
+	stopOnce sync.Once
+	stopc    chan struct{}
+	wg       sync.WaitGroup
+}
+
+// ErrAddrInUse means a listen address is taken by another process.
+var ErrAddrInUse = errors.New("address already in use")
+
+// New validates cfg, opens the data dir and binds the listeners. Nothing is
+// served until Start.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	lg = lg.With("member", cfg.Name)
+	peers, _ := cfg.members()
+	s := &Server{cfg: cfg, lg: lg, metrics: metrics.New(), stopc: make(chan struct{})}
+	for _, p := range peers {
+		if p.Name == cfg.Name {
+			s.id = p.ID
+		}
+	}
+	s.clusterID = clusterID(peers)
+
+	var err error
+	if s.clientLn, err = listen("--client-addr", cfg.ClientAddr); err != nil {
+		return nil, err
+	}
+	if s.peerLn, err = listen("--peer-addr", cfg.PeerAddr); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	if s.httpLn, err = listen("--http-addr", cfg.HTTPAddr); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+
+	s.sm, err = openStateMachine(filepath.Join(cfg.DataDir, "member", "state"), cfg.EventHistory, lg, s.metrics)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	m := s.metrics
+	s.node, err = consensus.NewNode(consensus.Config{
+		ID:            s.id,
+		ClusterID:     s.clusterID,
+		Peers:         peers,
+		DataDir:       cfg.DataDir,
+		TickInterval:  cfg.TickInterval,
+		ElectionTicks: cfg.ElectionTicks,
+		SnapshotCount: cfg.SnapshotCount,
+		StateMachine:  s.sm,
+		PeerListener:  s.peerLn,
+		Logger:        lg,
+		Drop:          cfg.Drop,
+		Metrics: consensus.Metrics{
+			WALFsyncSeconds:    m.WALFsyncDuration,
+			ReadIndexSeconds:   m.ReadIndexDuration,
+			ProposalsCommitted: m.ProposalsCommitted,
+			ProposalsFailed:    m.ProposalsFailed,
+			ProposalsPending:   m.ProposalsPending,
+			LeaderChanges:      m.LeaderChanges,
+			IsLeader:           m.IsLeader,
+			HasLeader:          m.HasLeader,
+			Term:               m.Term,
+			CommitIndex:        m.CommitIndex,
+			AppliedIndex:       m.AppliedIndex,
+			SnapshotsSaved:     m.SnapshotsSaved,
+		},
+	})
+	if err != nil {
+		s.sm.close()
+		s.closeListeners()
+		return nil, err
+	}
+
+	s.grpcServer = grpc.NewServer(
+		grpc.MaxRecvMsgSize(grpcMaxRecvSize),
+		grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.StreamServerInterceptor()),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	catalogpb.RegisterKVServer(s.grpcServer, &kvService{s: s})
+	catalogpb.RegisterClusterServer(s.grpcServer, &clusterService{s: s})
+
+	handler, err := httpapi.New(httpapi.Config{Backend: httpBackend{s}, Metrics: m, Logger: lg})
+	if err != nil {
+		s.node.Stop()
+		s.sm.close()
+		s.closeListeners()
+		return nil, fmt.Errorf("build http handler: %w", err)
+	}
+	s.httpServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+func listen(flag, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%s %s: %w by another process: stop it or choose another address with %s", flag, addr, ErrAddrInUse, flag)
+		}
+		return nil, fmt.Errorf("%s %s: %w", flag, addr, err)
+	}
+	return ln, nil
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range []net.Listener{s.clientLn, s.peerLn, s.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+// Start serves raft, gRPC and HTTP, and publishes this member's client
+// address once a leader is known.
+func (s *Server) Start() {
+	s.node.Start()
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpcServer.Serve(s.clientLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.lg.Error("grpc server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.httpServer.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.lg.Error("http server stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.publishAttributes()
+	}()
+	s.lg.Info("catalogd started", "id", fmt.Sprintf("%x", s.id), "cluster", fmt.Sprintf("%x", s.clusterID),
+		"client", s.clientLn.Addr().String(), "peer", s.peerLn.Addr().String(), "http", s.httpLn.Addr().String())
+}
+
+// publishAttributes records this member's name and client address in the
+// replicated member list, retrying until it is applied or the server stops.
+func (s *Server) publishAttributes() {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.node.WaitLeader(ctx)
+		if err == nil {
+			_, err = s.propose(ctx, &catalogpb.Command{Op: &catalogpb.Command_MemberAttributes{MemberAttributes: &catalogpb.MemberAttributes{
+				Id: s.id, Name: s.cfg.Name, ClientAddr: s.clientLn.Addr().String(),
+			}}})
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-s.stopc:
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Stop shuts the server down: a leader first hands leadership to a caught-up
+// follower, then clients are drained, then raft stops.
+func (s *Server) Stop(ctx context.Context) {
+	s.stopOnce.Do(func() {
+		close(s.stopc)
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := s.node.TransferLeadership(tctx); err != nil {
+			s.lg.Warn("leadership not handed over before shutdown", "err", err)
+		}
+		cancel()
+		stopped := make(chan struct{})
+		go func() { s.grpcServer.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Second):
+			s.grpcServer.Stop()
+		}
+		hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = s.httpServer.Shutdown(hctx)
+		hcancel()
+		s.node.Stop()
+		s.wg.Wait()
+		if err := s.sm.close(); err != nil {
+			s.lg.Warn("close database", "err", err)
+		}
+		s.lg.Info("catalogd stopped")
+	})
+}
+
+// Run starts a server from cfg and serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	s.Start()
+	<-ctx.Done()
+	s.Stop(context.Background())
+	return nil
+}
+
+// ID returns this member's id.
+func (s *Server) ID() uint64 { return s.id }
+
+// ClientAddr returns the address gRPC clients connect to.
+func (s *Server) ClientAddr() string { return s.clientLn.Addr().String() }
+
+// HTTPAddr returns the HTTP address.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// PeerAddr returns the raft peer address.
+func (s *Server) PeerAddr() string { return s.peerLn.Addr().String() }
+
+// Leader returns the id of the leader this member knows (0 if none).
+func (s *Server) Leader() uint64 { return s.node.Leader() }
+
+// Ready reports whether a leader is known and this member has applied up to
+// the commit index it last heard; reason says why not.
+func (s *Server) Ready() (bool, string) {
+	if s.node.Leader() == 0 {
+		return false, "no leader is known"
+	}
+	applied, commit := s.node.AppliedIndex(), s.node.CommitIndex()
+	if applied < commit {
+		return false, fmt.Sprintf("applied index %d is behind commit index %d", applied, commit)
+	}
+	return true, ""
+}
+
+func (s *Server) header(rev int64) *catalogpb.ResponseHeader {
+	return &catalogpb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.id, Revision: rev, RaftTerm: s.node.Term()}
+}
+
+// requestContext bounds a request by the server's timeout when its caller set
+// no deadline, and tells the two apart afterwards.
+func (s *Server) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeoutCause(ctx, s.cfg.RequestTimeout, errRequestTimeout)
+}
+
+// propose replicates cmd and returns what applying it produced.
+func (s *Server) propose(ctx context.Context, cmd *catalogpb.Command) (any, error) {
+	ctx, cancel := s.requestContext(ctx)
+	defer cancel()
+	id := s.node.NewRequestID()
+	cmd.RequestId = id
+	cmd.NowUnixNano = time.Now().UnixNano()
+	data := mustMarshal(cmd)
+	r, err := s.node.Propose(ctx, id, data)
+	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errRequestTimeout) {
+			return nil, cause
+		}
+		return nil, err
+	}
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	return r.Value, nil
+}
+
+// linearize waits until reads on this member see every write acknowledged
+// before the call.
+func (s *Server) linearize(ctx context.Context) error {
+	ctx, cancel := s.requestContext(ctx)
+	defer cancel()
+	if err := s.node.LinearizableRead(ctx); err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errRequestTimeout) {
+			return cause
+		}
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,468 @@
+package server
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+	"github.com/catalogd/catalogd/consensus"
+	"github.com/catalogd/catalogd/registry"
+	"github.com/catalogd/catalogd/server/metrics"
+)
+
+// Buckets the state machine owns; domain packages own theirs.
+var (
+	metaBucket    = []byte("meta")
+	membersBucket = []byte("members")
+	eventsBucket  = []byte("events")
+
+	keyAppliedIndex   = []byte("applied_index")
+	keyRevision       = []byte("revision")
+	keyCompactRevison = []byte("compact_revision")
+	keyConfState      = []byte("conf_state")
+)
+
+// maxCompactPerApply bounds how many old revisions one apply batch deletes
+// from the events history, so trimming never makes one commit slow.
+const maxCompactPerApply = 2048
+
+// errApplyPanic reports a command whose apply panicked: the command is refused
+// on every member alike (apply is deterministic), and the server keeps running.
+var errApplyPanic = errors.New("server: internal error applying command")
+
+// A member is a raft member as the state machine records it.
+type member struct {
+	ID         uint64 `json:"id"`
+	Name       string `json:"name"`
+	PeerAddr   string `json:"peer_addr"`
+	ClientAddr string `json:"client_addr,omitempty"`
+	IsLearner  bool   `json:"is_learner,omitempty"`
+}
+
+// stateMachine is the replicated state: one bbolt database that the raft log
+// is applied to. It implements consensus.StateMachine.
+type stateMachine struct {
+	lg           *slog.Logger
+	m            *metrics.Metrics
+	path         string
+	eventHistory int64
+
+	// mu guards db against its replacement by a snapshot restore.
+	mu sync.RWMutex
+	db *bbolt.DB
+
+	applied    atomic.Uint64
+	revision   atomic.Int64
+	compactRev atomic.Int64
+
+	// notify, if set, is called after each commit with the new revision and
+	// the event batches it produced (the watch hub subscribes here).
+	notify func(rev int64, batches []*catalogpb.EventBatch)
+}
+
+func openStateMachine(dir string, eventHistory int64, lg *slog.Logger, m *metrics.Metrics) (*stateMachine, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	sm := &stateMachine{lg: lg, m: m, path: filepath.Join(dir, "db"), eventHistory: eventHistory}
+	if err := sm.open(); err != nil {
+		return nil, err
+	}
+	return sm, nil
+}
+
+func (sm *stateMachine) open() error {
+	db, err := bbolt.Open(sm.path, 0o600, &bbolt.Options{
+		Timeout:        2 * time.Second,
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return fmt.Errorf("open %s: another catalogd holds this data dir (%w)", sm.path, err)
+		}
+		return fmt.Errorf("open %s: %w", sm.path, err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{metaBucket, membersBucket, eventsBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if err := registry.CreateBuckets(tx); err != nil {
+			return err
+		}
+		meta := tx.Bucket(metaBucket)
+		sm.applied.Store(getUint(meta, keyAppliedIndex))
+		sm.revision.Store(int64(getUint(meta, keyRevision)))
+		sm.compactRev.Store(int64(getUint(meta, keyCompactRevison)))
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("initialise %s: %w", sm.path, err)
+	}
+	sm.db = db
+	return nil
+}
+
+func (sm *stateMachine) close() error {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	return sm.db.Close()
+}
+
+// AppliedIndex implements consensus.StateMachine.
+func (sm *stateMachine) AppliedIndex() uint64 { return sm.applied.Load() }
+
+// Revision returns the store's current revision.
+func (sm *stateMachine) Revision() int64 { return sm.revision.Load() }
+
+// CompactRevision returns the oldest revision the events history holds.
+func (sm *stateMachine) CompactRevision() int64 { return sm.compactRev.Load() }
+
+// Apply implements consensus.StateMachine: the whole batch is one bbolt
+// transaction, which also records the applied index and revision.
+func (sm *stateMachine) Apply(ents []raftpb.Entry) []consensus.Result {
+	start := time.Now()
+	results := make([]consensus.Result, len(ents))
+	var batches []*catalogpb.EventBatch
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	tx, err := sm.db.Begin(true)
+	if err != nil {
+		sm.fatal("begin apply transaction", err)
+	}
+	rev := sm.revision.Load()
+	events := tx.Bucket(eventsBucket)
+	var cmd catalogpb.Command
+	for i := range ents {
+		e := &ents[i]
+		if len(e.Data) == 0 {
+			continue // the empty entry a new leader appends
+		}
+		cmd.Reset()
+		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
+			results[i] = consensus.Result{Err: fmt.Errorf("%w: undecodable command at index %d: %v", registry.ErrInvalidArgument, e.Index, err)}
+			continue
+		}
+		value, evs, err := sm.applyCommand(tx, rev+1, &cmd)
+		if err == nil && len(evs) > 0 {
+			rev++
+			batch := &catalogpb.EventBatch{Revision: rev, Events: evs}
+			if perr := events.Put(revKey(rev), mustMarshal(batch)); perr != nil {
+				sm.fatal("store events", perr)
+			}
+			batches = append(batches, batch)
+		}
+		results[i] = consensus.Result{ID: cmd.RequestId, Value: value, Err: err}
+	}
+	sm.trimHistory(tx, rev)
+	meta := tx.Bucket(metaBucket)
+	applied := ents[len(ents)-1].Index
+	putUint(meta, keyAppliedIndex, applied)
+	putUint(meta, keyRevision, uint64(rev))
+	commitStart := time.Now()
+	if err := tx.Commit(); err != nil {
+		sm.fatal("commit apply transaction", err)
+	}
+	sm.m.BackendCommitDuration.Observe(time.Since(commitStart).Seconds())
+	sm.applied.Store(applied)
+	sm.revision.Store(rev)
+	sm.m.Revision.Set(float64(rev))
+	sm.m.ProposalsApplied.Add(float64(len(ents)))
+	sm.m.ApplyDuration.Observe(time.Since(start).Seconds())
+	if sm.notify != nil && len(batches) > 0 {
+		sm.notify(rev, batches)
+	}
+	return results
+}
+
+// applyCommand applies one command at revision rev (the revision it gets if
+// it changes anything). A panic is turned into an error: client input never
+// crashes the server.
+func (sm *stateMachine) applyCommand(tx *bbolt.Tx, rev int64, cmd *catalogpb.Command) (value proto.Message, evs []*catalogpb.Event, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			sm.lg.Error("apply panicked", "request_id", cmd.RequestId, "panic", r)
+			value, evs, err = nil, nil, errApplyPanic
+		}
+	}()
+	switch op := cmd.Op.(type) {
+	case *catalogpb.Command_Put:
+		resp, evs, err := registry.ApplyPut(tx, rev, op.Put)
+		if resp != nil {
+			resp.Header = header(rev, evs)
+		}
+		return resp, evs, err
+	case *catalogpb.Command_Delete:
+		resp, evs, err := registry.ApplyDelete(tx, rev, op.Delete)
+		if resp != nil {
+			resp.Header = header(rev, evs)
+		}
+		return resp, evs, err
+	case *catalogpb.Command_Txn:
+		resp, evs, err := registry.ApplyTxn(tx, rev, op.Txn)
+		if resp != nil {
+			resp.Header = header(rev, evs)
+		}
+		return resp, evs, err
+	case *catalogpb.Command_MemberAttributes:
+		return nil, nil, sm.applyMemberAttributes(tx, op.MemberAttributes)
+	default:
+		return nil, nil, fmt.Errorf("%w: command has no operation", registry.ErrInvalidArgument)
+	}
+}
+
+// header starts a response header with the revision the write produced; the
+// handler fills in who answered. A write that changed nothing reports rev-1,
+// the revision it was applied at.
+func header(rev int64, evs []*catalogpb.Event) *catalogpb.ResponseHeader {
+	if len(evs) == 0 {
+		rev--
+	}
+	return &catalogpb.ResponseHeader{Revision: rev}
+}
+
+// trimHistory drops the oldest event batches beyond the configured history.
+func (sm *stateMachine) trimHistory(tx *bbolt.Tx, rev int64) {
+	oldest := sm.compactRev.Load()
+	keepFrom := rev - sm.eventHistory + 1
+	if keepFrom <= oldest+1 || keepFrom <= 1 {
+		return
+	}
+	b := tx.Bucket(eventsBucket)
+	c := b.Cursor()
+	n := 0
+	for k, _ := c.First(); k != nil && n < maxCompactPerApply; k, _ = c.First() {
+		r := int64(binary.BigEndian.Uint64(k))
+		if r >= keepFrom {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			sm.fatal("trim events", err)
+		}
+		oldest = r
+		n++
+	}
+	if n > 0 {
+		putUint(tx.Bucket(metaBucket), keyCompactRevison, uint64(oldest))
+		sm.compactRev.Store(oldest)
+	}
+}
+
+func (sm *stateMachine) applyMemberAttributes(tx *bbolt.Tx, a *catalogpb.MemberAttributes) error {
+	b := tx.Bucket(membersBucket)
+	raw := b.Get(idKey(a.Id))
+	if raw == nil {
+		return fmt.Errorf("%w: member %x is not in the cluster", registry.ErrInvalidArgument, a.Id)
+	}
+	var m member
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return fmt.Errorf("decode member %x: %w", a.Id, err)
+	}
+	m.ClientAddr = a.ClientAddr
+	if a.Name != "" {
+		m.Name = a.Name
+	}
+	return putJSON(b, idKey(a.Id), m)
+}
+
+// ApplyConfChange implements consensus.StateMachine.
+func (sm *stateMachine) ApplyConfChange(index uint64, cc raftpb.ConfChange, cs raftpb.ConfState) error {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	err := sm.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(membersBucket)
+		switch cc.Type {
+		case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+			var p consensus.Peer
+			if len(cc.Context) > 0 {
+				if err := json.Unmarshal(cc.Context, &p); err != nil {
+					return fmt.Errorf("decode member of conf change: %w", err)
+				}
+			}
+			m := member{ID: cc.NodeID, Name: p.Name, PeerAddr: p.Addr, IsLearner: cc.Type == raftpb.ConfChangeAddLearnerNode}
+			if raw := b.Get(idKey(cc.NodeID)); raw != nil {
+				var old member
+				if json.Unmarshal(raw, &old) == nil {
+					m.ClientAddr = old.ClientAddr
+					if m.Name == "" {
+						m.Name = old.Name
+					}
+					if m.PeerAddr == "" {
+						m.PeerAddr = old.PeerAddr
+					}
+				}
+			}
+			if err := putJSON(b, idKey(cc.NodeID), m); err != nil {
+				return err
+			}
+		case raftpb.ConfChangeRemoveNode:
+			if err := b.Delete(idKey(cc.NodeID)); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(metaBucket)
+		csb, err := cs.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keyConfState, csb); err != nil {
+			return err
+		}
+		putUint(meta, keyAppliedIndex, index)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sm.applied.Store(index)
+	return nil
+}
+
+// Members implements consensus.StateMachine.
+func (sm *stateMachine) Members() ([]consensus.Peer, error) {
+	ms, err := sm.members()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]consensus.Peer, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, consensus.Peer{ID: m.ID, Name: m.Name, Addr: m.PeerAddr})
+	}
+	return out, nil
+}
+
+func (sm *stateMachine) members() ([]member, error) {
+	var out []member
+	err := sm.view(func(tx *bbolt.Tx) error {
+		return tx.Bucket(membersBucket).ForEach(func(k, v []byte) error {
+			var m member
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("decode member %x: %w", k, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, err
+}
+
+// SnapshotDB implements consensus.StateMachine: a read transaction's
+// consistent view of the whole database, streamed.
+func (sm *stateMachine) SnapshotDB() (io.ReadCloser, int64, error) {
+	sm.mu.RLock()
+	tx, err := sm.db.Begin(false)
+	sm.mu.RUnlock()
+	if err != nil {
+		return nil, 0, fmt.Errorf("begin snapshot transaction: %w", err)
+	}
+	size := tx.Size()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := tx.WriteTo(pw)
+		tx.Rollback()
+		pw.CloseWithError(err)
+	}()
+	return pr, size, nil
+}
+
+// RestoreDB implements consensus.StateMachine: the database received with a
+// snapshot replaces the current one.
+func (sm *stateMachine) RestoreDB(path string) error {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if err := sm.db.Close(); err != nil {
+		return fmt.Errorf("close database: %w", err)
+	}
+	if err := os.Rename(path, sm.path); err != nil {
+		return fmt.Errorf("move snapshot database into place: %w", err)
+	}
+	return sm.open()
+}
+
+// view runs fn in a read transaction.
+func (sm *stateMachine) view(fn func(tx *bbolt.Tx) error) error {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return sm.db.View(fn)
+}
+
+// dbSize returns the database file's size in bytes.
+func (sm *stateMachine) dbSize() int64 {
+	var size int64
+	_ = sm.view(func(tx *bbolt.Tx) error { size = tx.Size(); return nil })
+	return size
+}
+
+// readRevision returns the revision stored in tx (the revision a read in tx sees).
+func readRevision(tx *bbolt.Tx) int64 {
+	return int64(getUint(tx.Bucket(metaBucket), keyRevision))
+}
+
+func (sm *stateMachine) fatal(what string, err error) {
+	// A failed bbolt write leaves the state machine unable to record what it
+	// applied; continuing would diverge from the log.
+	sm.lg.Error("state machine cannot continue", "what", what, "err", err)
+	panic(fmt.Sprintf("server: %s: %v", what, err))
+}
+
+func revKey(rev int64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, uint64(rev))
+	return k
+}
+
+func idKey(id uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, id)
+	return k
+}
+
+func getUint(b *bbolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func putUint(b *bbolt.Bucket, k []byte, v uint64) {
+	buf := make([]byte, 8)
+	binary.BigEndian.PutUint64(buf, v)
+	if err := b.Put(k, buf); err != nil {
+		panic(fmt.Sprintf("server: store %s: %v", k, err))
+	}
+}
+
+func putJSON(b *bbolt.Bucket, k []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, raw)
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(fmt.Sprintf("server: marshal %T: %v", m, err))
+	}
+	return b
+}

@@ -438,36 +438,61 @@ func (n *Node) leaderChanged() <-chan struct{} {
 	return n.leaderChangedC
 }
 
-// applyLoop applies what the Ready loop committed, in order.
+// applyLoop applies what the Ready loop committed, in order. Everything
+// queued when it wakes is applied together: one state machine commit (and its
+// fsync) covers several Readies, so batches grow with the load.
 func (n *Node) applyLoop() {
 	for {
 		select {
 		case ap := <-n.applyc:
-			n.applyAll(ap)
+			aps := []toApply{ap}
+		drain:
+			for len(aps) < cap(n.applyc) {
+				select {
+				case ap := <-n.applyc:
+					aps = append(aps, ap)
+				default:
+					break drain
+				}
+			}
+			n.applyAll(aps)
 		case <-n.stopc:
 			return
 		}
 	}
 }
 
-func (n *Node) applyAll(ap toApply) {
-	if !raft.IsEmptySnap(ap.snapshot) {
+func (n *Node) applyAll(aps []toApply) {
+	var ents []raftpb.Entry
+	for _, ap := range aps {
+		if !raft.IsEmptySnap(ap.snapshot) {
+			n.applyEntries(ents)
+			ents = nil
+			// The Ready loop signals once the snapshot is on disk.
+			select {
+			case <-ap.notifyc:
+			case <-n.stopc:
+				return
+			}
+			if err := n.restoreSnapshot(ap.snapshot); err != nil {
+				n.fatal("restore snapshot", err)
+				return
+			}
+		}
+		if ents == nil {
+			ents = ap.entries
+		} else {
+			ents = append(ents, ap.entries...)
+		}
+	}
+	n.applyEntries(ents)
+	// Snapshot only what the WAL holds: wait for the Readies' writes.
+	for _, ap := range aps {
 		select {
 		case <-ap.notifyc:
 		case <-n.stopc:
 			return
 		}
-		if err := n.restoreSnapshot(ap.snapshot); err != nil {
-			n.fatal("restore snapshot", err)
-			return
-		}
-	}
-	n.applyEntries(ap.entries)
-	// Snapshot only what the WAL holds: wait for the Ready's writes.
-	select {
-	case <-ap.notifyc:
-	case <-n.stopc:
-		return
 	}
 	n.maybeSnapshot()
 }

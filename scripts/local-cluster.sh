@@ -16,7 +16,7 @@ start)
     base=$((7400 + (i - 1) * 10))
     "$bin" --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$cluster" \
       --client-addr "127.0.0.1:$base" --peer-addr "127.0.0.1:$((base + 1))" \
-      --http-addr "127.0.0.1:$((base + 80))" --log-level "${LOG_LEVEL:-warn}" \
+      --http-addr "127.0.0.1:$((base + 80))" --log-level "${LOG_LEVEL:-warn}" ${CATALOGD_FLAGS:-} \
       >"$dir/n$i.log" 2>&1 &
     echo $! >"$dir/n$i.pid"
   done
@@ -35,7 +35,13 @@ stop)
   for i in 1 2 3; do
     [ -f "$dir/n$i.pid" ] && kill "$(cat "$dir/n$i.pid")" 2>/dev/null || true
   done
-  sleep 1
+  for i in 1 2 3; do
+    [ -f "$dir/n$i.pid" ] || continue
+    pid=$(cat "$dir/n$i.pid")
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$dir/n$i.pid"
+  done
   ;;
 *)
   echo "usage: $0 start|stop [DIR]" >&2

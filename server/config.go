@@ -37,6 +37,9 @@ type Config struct {
 	// RequestTimeout bounds a request whose caller set no deadline.
 	RequestTimeout time.Duration
 
+	// EnablePprof serves Go's profiler on the HTTP address under /debug/pprof/.
+	EnablePprof bool
+
 	Logger *slog.Logger
 	// Drop, for tests, drops peer messages between chosen members.
 	Drop consensus.DropFunc

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -21,6 +22,18 @@ import (
 	"github.com/catalogd/catalogd/server/httpapi"
 	"github.com/catalogd/catalogd/server/metrics"
 )
+
+// withPprof serves Go's profiler under /debug/pprof/ beside h.
+func withPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
 
 // grpcMaxRecvSize leaves room above registry.MaxRequestSize so that an
 // oversized request reaches the handler and gets catalogd's own error.
@@ -136,6 +149,9 @@ func New(cfg Config) (*Server, error) {
 		s.sm.close()
 		s.closeListeners()
 		return nil, fmt.Errorf("build http handler: %w", err)
+	}
+	if cfg.EnablePprof {
+		handler = withPprof(handler)
 	}
 	s.httpServer = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	return s, nil

@@ -26,7 +26,7 @@ const (
 // runs out of retries, or ctx ends. Errors come back mapped by toError.
 func invoke[T any](ctx context.Context, c *Client, policy retryPolicy, call func(context.Context) (T, error)) (T, error) {
 	for try := 0; ; try++ {
-		resp, err, attemptTimedOut := attempt(ctx, c.cfg.RequestTimeout, call)
+		resp, attemptTimedOut, err := attempt(ctx, c.cfg.RequestTimeout, call)
 		if err == nil {
 			return resp, nil
 		}
@@ -58,16 +58,20 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // attempt runs call once under Config.RequestTimeout and reports whether that
 // timeout (not the caller's context) cut it short.
-func attempt[T any](ctx context.Context, requestTimeout time.Duration, call func(context.Context) (T, error)) (T, error, bool) {
+func attempt[T any](ctx context.Context, requestTimeout time.Duration, call func(context.Context) (T, error)) (T, bool, error) {
 	if requestTimeout <= 0 {
 		resp, err := call(ctx)
-		return resp, err, false
+		return resp, false, err
 	}
 	attemptCtx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	resp, err := call(attemptCtx)
-	timedOut := err != nil && ctx.Err() == nil && errors.Is(attemptCtx.Err(), context.DeadlineExceeded)
-	return resp, err, timedOut
+	// The server may end the call on the deadline gRPC sent it a moment
+	// before attemptCtx itself expires, so a plain DeadlineExceeded status
+	// (no catalogd reason) under a live ctx counts as the attempt's timeout.
+	timedOut := err != nil && ctx.Err() == nil &&
+		(attemptCtx.Err() != nil || errors.Is(toError(err), context.DeadlineExceeded))
+	return resp, timedOut, err
 }
 
 func retryable(policy retryPolicy, err error, attemptTimedOut bool) bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,15 +16,12 @@ import (
 )
 
 func newBenchCommand(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Measure the latency and throughput of requests",
-		Long: "bench opens --conns connections, each pinned to one endpoint (round robin over\n" +
-			"--endpoints), and runs --clients workers sharing them round robin, each sending\n" +
-			"requests back to back until --total is reached. It prints progress on stderr\n" +
-			"every second and a report in the shape of etcd's benchmark tool on stdout.\n" +
-			"--command-timeout bounds each request. Exit code 1 when any request failed.",
-	}
+	cmd := newGroupCommand("bench", "Measure the latency and throughput of requests")
+	cmd.Long = "bench opens --conns connections, each pinned to one endpoint (round robin over\n" +
+		"--endpoints), and runs --clients workers sharing them round robin, each sending\n" +
+		"requests back to back until --total is reached. It prints progress on stderr\n" +
+		"every second and a report in the shape of etcd's benchmark tool on stdout.\n" +
+		"--command-timeout bounds each request. Exit code 1 when any request failed."
 	cmd.AddCommand(newBenchPutCommand(a), newBenchGetCommand(a))
 	return cmd
 }
@@ -178,8 +176,8 @@ func (a *app) runBench(cmd *cobra.Command, name string, f benchFlags, request be
 		}
 		clients = append(clients, c)
 	}
-	fmt.Fprintf(a.stderr, "bench %s: %d requests, %d clients over %d connections to %v\n",
-		name, f.total, f.clients, f.conns, endpoints)
+	fmt.Fprintf(a.stderr, "bench %s: --total %d --clients %d --conns %d --endpoints %s\n",
+		name, f.total, f.clients, f.conns, strings.Join(endpoints, ","))
 
 	ctx := cmd.Context()
 	start := time.Now()

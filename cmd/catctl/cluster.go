@@ -11,10 +11,7 @@ import (
 )
 
 func newClusterCommand(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "cluster",
-		Short: "Inspect the cluster",
-	}
+	cmd := newGroupCommand("cluster", "Inspect the cluster")
 	cmd.AddCommand(newClusterStatusCommand(a))
 	return cmd
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // maxFakeKey is the fake's key size limit, small so tests can exceed it.
@@ -60,7 +61,10 @@ func reasonError(code codes.Code, reason catalogpb.ErrorReason, format string, a
 }
 
 func checkKey(key []byte) error {
-	if len(key) == 0 || len(key) > maxFakeKey {
+	if len(key) == 0 {
+		return reasonError(codes.InvalidArgument, catalogpb.ErrorReason_KEY_EMPTY, "key must not be empty")
+	}
+	if len(key) > maxFakeKey {
 		return reasonError(codes.InvalidArgument, catalogpb.ErrorReason_KEY_TOO_LARGE,
 			"key must be 1..%d bytes, got %d", maxFakeKey, len(key))
 	}
@@ -130,11 +134,11 @@ func (f *fakeServer) Get(_ context.Context, req *catalogpb.GetRequest) (*catalog
 		keys = keys[:req.Limit]
 	}
 	for _, k := range keys {
-		kv := *f.kvs[k]
+		kv := proto.CloneOf(f.kvs[k])
 		if req.KeysOnly {
 			kv.Value = nil
 		}
-		resp.Kvs = append(resp.Kvs, &kv)
+		resp.Kvs = append(resp.Kvs, kv)
 	}
 	return resp, nil
 }

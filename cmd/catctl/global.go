@@ -99,17 +99,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 }
 
 func newRootCommand(a *app, getenv func(string) string) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "catctl",
-		Short: "Command-line client of catalogd",
-		Long: "catctl talks to a catalogd cluster over gRPC.\n\n" +
-			"Exit codes: 0 done; 1 bad usage, refused request or other error;\n" +
-			"2 no server reachable or no leader (nothing applied);\n" +
-			"3 timed out (a write may or may not have applied).",
-		SilenceErrors:     true,
-		SilenceUsage:      true,
-		PersistentPreRunE: a.validate,
-	}
+	root := newGroupCommand("catctl", "Command-line client of catalogd")
+	root.Long = "catctl talks to a catalogd cluster over gRPC.\n\n" +
+		"Exit codes: 0 done; 1 bad usage, refused request or other error;\n" +
+		"2 no server reachable or no leader (nothing applied);\n" +
+		"3 timed out (a write may or may not have applied)."
+	root.SilenceErrors = true
+	root.SilenceUsage = true
+	root.PersistentPreRunE = a.validate
 	endpoints := getenv(endpointsEnv)
 	if endpoints == "" {
 		endpoints = defaultEndpoint
@@ -141,6 +138,28 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 			return usageErrorf(cmd, "%s takes %d arguments (%s), got %d",
 				cmd.CommandPath(), len(names), strings.Join(names, " "), len(args))
 		}
+	}
+}
+
+// newGroupCommand returns a command that only holds subcommands: alone it
+// prints its help, and an unknown subcommand is a usage error.
+func newGroupCommand(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			var names []string
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			return usageErrorf(cmd, "unknown command %q for %q (commands: %s)", args[0], cmd.CommandPath(), strings.Join(names, ", "))
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 }
 
@@ -216,6 +235,16 @@ func printable(b []byte) string {
 		}
 	}
 	return string(b)
+}
+
+// quoteKey quotes a key for an error message, shortened when long so that
+// the message stays readable.
+func quoteKey(key string) string {
+	const shown = 64
+	if len(key) <= shown {
+		return strconv.Quote(key)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(key[:shown]), len(key))
 }
 
 // encodeToken makes a continue token safe to paste into a shell.

@@ -10,10 +10,7 @@ import (
 )
 
 func newKVCommand(a *app) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "kv",
-		Short: "Read and write config keys",
-	}
+	cmd := newGroupCommand("kv", "Read and write config keys")
 	cmd.AddCommand(newKVPutCommand(a), newKVGetCommand(a), newKVDelCommand(a))
 	return cmd
 }
@@ -48,7 +45,7 @@ func newKVPutCommand(a *app) *cobra.Command {
 			defer cancel()
 			resp, err := c.Put(ctx, args[0], args[1], opts...)
 			if err != nil {
-				return fmt.Errorf("put %q: %w", args[0], err)
+				return fmt.Errorf("put %s: %w", quoteKey(args[0]), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -115,7 +112,7 @@ func newKVGetCommand(a *app) *cobra.Command {
 			defer cancel()
 			resp, err := c.Get(ctx, args[0], opts...)
 			if err != nil {
-				return fmt.Errorf("get %q: %w", args[0], err)
+				return fmt.Errorf("get %s: %w", quoteKey(args[0]), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)
@@ -167,7 +164,7 @@ func newKVDelCommand(a *app) *cobra.Command {
 			defer cancel()
 			resp, err := c.Delete(ctx, args[0], opts...)
 			if err != nil {
-				return fmt.Errorf("delete %q: %w", args[0], err)
+				return fmt.Errorf("delete %s: %w", quoteKey(args[0]), err)
 			}
 			if a.jsonOutput() {
 				return a.printJSON(resp)

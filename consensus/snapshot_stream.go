@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -17,8 +18,16 @@ import (
 	"github.com/catalogd/catalogd/api/catalogpb"
 )
 
-// snapshotChunkSize is how much of the database one SnapshotChunk carries.
-const snapshotChunkSize = 1 << 20
+const (
+	// snapshotChunkSize is how much of the database one SnapshotChunk carries.
+	snapshotChunkSize = 1 << 20
+	// snapshotAckTimeout bounds the wait, after the last chunk, for the peer
+	// to store the database and step the MsgSnap. Without it a peer that
+	// vanished then would leave raft waiting for the snapshot's outcome
+	// forever; it is generous because the peer may still be writing data
+	// buffered in flow-control windows.
+	snapshotAckTimeout = 30 * time.Second
+)
 
 // A snapshot travels on its own Raft.Snapshot stream, never on the peer's
 // message stream, so that a database of gigabytes does not hold up heartbeats
@@ -81,7 +90,7 @@ func (p *peer) streamSnapshot(m raftpb.Message) (int64, error) {
 	defer w.stop()
 	send := func(c *catalogpb.SnapshotChunk) error {
 		c.ClusterId, c.From, c.To = p.t.cfg.ClusterID, p.t.cfg.ID, p.id
-		if err := w.run(peerWriteTimeout, func() error { return stream.Send(c) }); err != nil {
+		if err := w.run(p.t.writeTimeout, func() error { return stream.Send(c) }); err != nil {
 			return snapshotStreamError(stream, err)
 		}
 		return nil
@@ -115,8 +124,13 @@ func (p *peer) streamSnapshot(m raftpb.Message) (int64, error) {
 	if err := send(&catalogpb.SnapshotChunk{Last: true, Sha256: sum.Sum(nil)}); err != nil {
 		return sent, err
 	}
+	ackTimer := time.AfterFunc(snapshotAckTimeout, cancel)
+	defer ackTimer.Stop()
 	ack, err := stream.CloseAndRecv()
 	if err != nil {
+		if !ackTimer.Stop() {
+			return sent, fmt.Errorf("peer did not confirm the snapshot within %v: %w", snapshotAckTimeout, err)
+		}
 		return sent, fmt.Errorf("peer did not store the snapshot: %w", err)
 	}
 	if ack.GetReceived() != uint64(sent) {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/catalogd/catalogd/api/catalogpb"
@@ -52,6 +53,14 @@ const (
 	peerWriteTimeout = 5 * time.Second
 	// defaultDialTimeout is used when TransportConfig.DialTimeout is zero.
 	defaultDialTimeout = 2 * time.Second
+
+	// peerKeepaliveTime and peerKeepaliveTimeout make a connection to a
+	// vanished peer fail within seconds even while nothing is sent on it, so
+	// that ActivePeers reflects it. The server must permit pings this often
+	// (ServerOptions) or it closes the connection with "too_many_pings".
+	peerKeepaliveTime     = 10 * time.Second // gRPC's minimum
+	peerKeepaliveTimeout  = 5 * time.Second
+	peerKeepaliveMinPings = 5 * time.Second
 )
 
 // A TransportConfig configures a GRPCTransport.
@@ -86,6 +95,9 @@ type TransportConfig struct {
 type GRPCTransport struct {
 	cfg    TransportConfig
 	logger *slog.Logger
+	// writeTimeout is peerWriteTimeout; tests raise it to hold a writer
+	// blocked on a stuck peer for as long as they need.
+	writeTimeout time.Duration
 
 	// ctx is cancelled by Stop; every peer's context and the context of every
 	// incoming message derive from it.
@@ -103,8 +115,11 @@ type GRPCTransport struct {
 var _ Transport = (*GRPCTransport)(nil)
 
 // NewGRPCTransport returns a transport with no peers; add them with AddPeer
-// and serve incoming messages with Register.
+// and serve incoming messages with Register. cfg.Handler is required.
 func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
+	if cfg.Handler == nil {
+		panic("consensus: TransportConfig.Handler is required")
+	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = defaultDialTimeout
 	}
@@ -114,22 +129,30 @@ func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &GRPCTransport{
-		cfg:    cfg,
-		logger: logger.With("component", "raft-transport", "member", fmtID(cfg.ID)),
-		ctx:    ctx,
-		cancel: cancel,
-		peers:  make(map[uint64]*peer),
+		cfg:          cfg,
+		logger:       logger.With("component", "raft-transport", "member", fmtID(cfg.ID)),
+		writeTimeout: peerWriteTimeout,
+		ctx:          ctx,
+		cancel:       cancel,
+		peers:        make(map[uint64]*peer),
 	}
 }
 
-// ServerOptions returns the options the peer gRPC server needs so that it
-// accepts every batch this transport sends.
+// ServerOptions returns the options the peer gRPC server must be created
+// with: it then accepts every batch this transport sends, and the keepalive
+// pings the transport uses to notice vanished peers.
 func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageSize)}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             peerKeepaliveMinPings,
+			PermitWithoutStream: true,
+		}),
+	}
 }
 
 // Register registers the transport's Raft service on s, the peer gRPC server
-// the caller created (with ServerOptions) and serves.
+// the caller created with ServerOptions and serves.
 func (t *GRPCTransport) Register(s *grpc.Server) {
 	catalogpb.RegisterRaftServer(s, &raftServer{t: t})
 }
@@ -173,11 +196,7 @@ func (t *GRPCTransport) Send(msgs []raftpb.Message) {
 			go p.sendSnapshot(m)
 			continue
 		}
-		select {
-		case p.queueC <- m:
-		default:
-			unreachable = append(unreachable, m.To)
-		}
+		p.queueC <- m
 	}
 	t.mu.RUnlock()
 
@@ -221,7 +240,9 @@ func (t *GRPCTransport) AddPeer(id uint64, addr string) {
 }
 
 // RemovePeer stops sending to the member id and waits until its goroutines
-// have ended; messages still queued for it are dropped.
+// have ended; messages still queued for it are dropped. Those goroutines may
+// be reporting to the Handler, which therefore must not wait for the caller
+// of RemovePeer (nor of AddPeer, which replaces a peer whose address changed).
 func (t *GRPCTransport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	p := t.peers[id]
@@ -341,6 +362,11 @@ func (t *GRPCTransport) newPeer(id uint64, addr string) *peer {
 			},
 			MinConnectTimeout: t.cfg.DialTimeout,
 		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                peerKeepaliveTime,
+			Timeout:             peerKeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
 	)
 	if err != nil {
 		p.connErr = fmt.Errorf("peer %s address %q: %w", fmtID(id), addr, err)
@@ -445,7 +471,7 @@ func (p *peer) stream() (established bool, err error) {
 			}
 		}
 		batch.Msgs, carry = p.fillBatch(batch.Msgs[:0], carry)
-		if err := w.run(peerWriteTimeout, func() error { return stream.Send(batch) }); err != nil {
+		if err := w.run(p.t.writeTimeout, func() error { return stream.Send(batch) }); err != nil {
 			cancel()
 			if ended := <-endedC; !w.fired && status.Code(ended) != codes.Canceled {
 				err = ended // the peer's reason says more than io.EOF
@@ -508,7 +534,7 @@ func (p *peer) discardFor(d time.Duration) bool {
 		case <-timer.C:
 			return true
 		case <-p.queueC:
-			if !reported {
+			if !reported && p.ctx.Err() == nil {
 				p.t.cfg.Handler.ReportUnreachable(p.id)
 				reported = true
 			}

@@ -32,6 +32,9 @@ type Config struct {
 	TickInterval  time.Duration
 	ElectionTicks int
 	SnapshotCount uint64
+	// CatchUpEntries is how many applied entries the log keeps after a
+	// snapshot, so a follower that lags by less catches up without one.
+	CatchUpEntries uint64
 	// EventHistory is how many revisions of events the events bucket keeps.
 	EventHistory int64
 	// RequestTimeout bounds a request whose caller set no deadline.
@@ -57,6 +60,7 @@ func DefaultConfig() Config {
 		TickInterval:   100 * time.Millisecond,
 		ElectionTicks:  10,
 		SnapshotCount:  10000,
+		CatchUpEntries: 5000,
 		EventHistory:   100000,
 		RequestTimeout: 5 * time.Second,
 	}

@@ -102,17 +102,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	m := s.metrics
 	s.node, err = consensus.NewNode(consensus.Config{
-		ID:            s.id,
-		ClusterID:     s.clusterID,
-		Peers:         peers,
-		DataDir:       cfg.DataDir,
-		TickInterval:  cfg.TickInterval,
-		ElectionTicks: cfg.ElectionTicks,
-		SnapshotCount: cfg.SnapshotCount,
-		StateMachine:  s.sm,
-		PeerListener:  s.peerLn,
-		Logger:        lg,
-		Drop:          cfg.Drop,
+		ID:             s.id,
+		ClusterID:      s.clusterID,
+		Peers:          peers,
+		DataDir:        cfg.DataDir,
+		TickInterval:   cfg.TickInterval,
+		ElectionTicks:  cfg.ElectionTicks,
+		SnapshotCount:  cfg.SnapshotCount,
+		CatchUpEntries: cfg.CatchUpEntries,
+		StateMachine:   s.sm,
+		PeerListener:   s.peerLn,
+		Logger:         lg,
+		Drop:           cfg.Drop,
 		Metrics: consensus.Metrics{
 			WALFsyncSeconds:    m.WALFsyncDuration,
 			ReadIndexSeconds:   m.ReadIndexDuration,
@@ -229,7 +230,10 @@ func (s *Server) publishAttributes() {
 func (s *Server) Stop(ctx context.Context) {
 	s.stopOnce.Do(func() {
 		close(s.stopc)
-		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// Raft abandons a transfer after an election timeout; waiting a little
+		// longer covers the new leader's first heartbeat.
+		handover := s.cfg.TickInterval * time.Duration(s.cfg.ElectionTicks) * 3 / 2
+		tctx, cancel := context.WithTimeout(ctx, handover)
 		if err := s.node.TransferLeadership(tctx); err != nil {
 			s.lg.Warn("leadership not handed over before shutdown", "err", err)
 		}

@@ -132,7 +132,8 @@ func (sm *stateMachine) AppliedIndex() uint64 { return sm.applied.Load() }
 // Revision returns the store's current revision.
 func (sm *stateMachine) Revision() int64 { return sm.revision.Load() }
 
-// CompactRevision returns the oldest revision the events history holds.
+// CompactRevision returns the revision at and below which events were
+// dropped from the history (0 while nothing was).
 func (sm *stateMachine) CompactRevision() int64 { return sm.compactRev.Load() }
 
 // Apply implements consensus.StateMachine: the whole batch is one bbolt
@@ -176,6 +177,7 @@ func (sm *stateMachine) Apply(ents []raftpb.Entry) []consensus.Result {
 	applied := ents[len(ents)-1].Index
 	putUint(meta, keyAppliedIndex, applied)
 	putUint(meta, keyRevision, uint64(rev))
+	sm.m.DBSize.Set(float64(tx.Size()))
 	commitStart := time.Now()
 	if err := tx.Commit(); err != nil {
 		sm.fatal("commit apply transaction", err)

@@ -1526,7 +1526,8 @@ type StatusResponse struct {
 	Revision     int64                  `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
 	DbSize       int64                  `protobuf:"varint,10,opt,name=db_size,json=dbSize,proto3" json:"db_size,omitempty"`
 	Members      []*Member              `protobuf:"bytes,11,rep,name=members,proto3" json:"members,omitempty"`
-	// compact_revision is the oldest revision the events history still holds.
+	// compact_revision: events at or below it were dropped from the bounded
+	// history; the oldest revision still held is compact_revision + 1.
 	CompactRevision int64 `protobuf:"varint,12,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

@@ -56,6 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (server.Config, slog.Level, err
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP address: GraphQL, metrics, health (host:port)")
 	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "members of a new cluster: name=peerhost:port,... (empty: a single-node cluster)")
 	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "applied entries between raft snapshots")
+	fs.Uint64Var(&cfg.CatchUpEntries, "snapshot-catchup-entries", cfg.CatchUpEntries, "entries kept in the log after a snapshot for slow followers")
 	fs.Int64Var(&cfg.EventHistory, "event-history", cfg.EventHistory, "revisions of events kept for watches")
 	fs.DurationVar(&cfg.TickInterval, "tick-interval", cfg.TickInterval, "raft tick (heartbeat interval)")
 	fs.IntVar(&cfg.ElectionTicks, "election-ticks", cfg.ElectionTicks, "ticks without a leader before an election")

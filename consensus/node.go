@@ -193,7 +193,7 @@ func NewNode(cfg Config) (*Node, error) {
 			n.transport.AddPeer(p.ID, p.Addr)
 		}
 	}
-	n.peerServer = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+	n.peerServer = grpc.NewServer(ServerOptions()...)
 	n.transport.Register(n.peerServer)
 	return n, nil
 }

@@ -58,9 +58,9 @@ const (
 	// vanished peer fail within seconds even while nothing is sent on it, so
 	// that ActivePeers reflects it. The server must permit pings this often
 	// (ServerOptions) or it closes the connection with "too_many_pings".
-	peerKeepaliveTime     = 10 * time.Second // gRPC's minimum
-	peerKeepaliveTimeout  = 5 * time.Second
-	peerKeepaliveMinPings = 5 * time.Second
+	peerKeepaliveTime        = 10 * time.Second // gRPC's minimum
+	peerKeepaliveTimeout     = 5 * time.Second
+	peerKeepaliveMinInterval = 5 * time.Second
 )
 
 // A TransportConfig configures a GRPCTransport.
@@ -73,7 +73,8 @@ type TransportConfig struct {
 	ClusterID uint64
 	// Handler receives incoming messages and reports about outgoing ones.
 	Handler Handler
-	// Logger defaults to discarding.
+	// Logger, carrying the caller's attributes (member, component), defaults
+	// to discarding.
 	Logger *slog.Logger
 	// Drop, if set, is asked for every outgoing message; a message it drops
 	// vanishes as on a lossy network (tests only).
@@ -130,7 +131,7 @@ func NewGRPCTransport(cfg TransportConfig) *GRPCTransport {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &GRPCTransport{
 		cfg:          cfg,
-		logger:       logger.With("component", "raft-transport", "member", fmtID(cfg.ID)),
+		logger:       logger,
 		writeTimeout: peerWriteTimeout,
 		ctx:          ctx,
 		cancel:       cancel,
@@ -145,7 +146,7 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             peerKeepaliveMinPings,
+			MinTime:             peerKeepaliveMinInterval,
 			PermitWithoutStream: true,
 		}),
 	}
@@ -196,7 +197,11 @@ func (t *GRPCTransport) Send(msgs []raftpb.Message) {
 			go p.sendSnapshot(m)
 			continue
 		}
-		p.queueC <- m
+		select {
+		case p.queueC <- m:
+		default:
+			unreachable = append(unreachable, m.To)
+		}
 	}
 	t.mu.RUnlock()
 

@@ -163,9 +163,9 @@ func newTransportMember(t *testing.T, id, clusterID uint64, h *recordingHandler,
 		ID:          id,
 		ClusterID:   clusterID,
 		Handler:     h,
-		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_member", id),
+		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("member", id),
 		Drop:        drop,
-		DialTimeout: time.Second,
+		DialTimeout: 5 * time.Second, // generous: a slow test machine must not time out a connect
 	})
 	m.srv = m.newServer()
 	t.Cleanup(func() {

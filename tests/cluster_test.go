@@ -203,8 +203,12 @@ func TestLeaderLoss(t *testing.T) {
 			}
 
 			tc.stop(c, old)
-			if !tc.handsOver && c.Logged(old, "leadership not handed over before shutdown") == 0 {
+			notHanded := c.Logged(old, "leadership not handed over before shutdown")
+			if !tc.handsOver && notHanded == 0 {
 				t.Fatalf("member %d handed leadership over as it went; this case needs the others to elect a leader unaided", old)
+			}
+			if tc.handsOver && notHanded != 0 {
+				t.Fatalf("leader %d stopped gracefully but did not hand leadership to a follower", old)
 			}
 			leader := c.WaitLeader(stepContext(t, electionWait), others...)
 			st, err := c.Status(ctx, leader)

@@ -479,11 +479,8 @@ func (n *Node) applyAll(aps []toApply) {
 				return
 			}
 		}
-		if ents == nil {
-			ents = ap.entries
-		} else {
-			ents = append(ents, ap.entries...)
-		}
+		// Copied into a slice of our own: the entries belong to raft.
+		ents = append(ents, ap.entries...)
 	}
 	n.applyEntries(ents)
 	// Snapshot only what the WAL holds: wait for the Readies' writes.

@@ -34,9 +34,11 @@ const (
 )
 
 // An Option changes the configuration of every member of a cluster.
-type Option func(*clusterConfig)
+type Option func(*tuning)
 
-type clusterConfig struct {
+// tuning holds the server settings a test may change; every member of a
+// cluster has the same.
+type tuning struct {
 	tickInterval   time.Duration
 	electionTicks  int
 	snapshotCount  uint64
@@ -47,31 +49,31 @@ type clusterConfig struct {
 // WithSnapshotCount makes members snapshot and compact their raft log every n
 // applied entries (server default 10000).
 func WithSnapshotCount(n uint64) Option {
-	return func(c *clusterConfig) { c.snapshotCount = n }
+	return func(c *tuning) { c.snapshotCount = n }
 }
 
 // WithCatchUpEntries sets how many entries the log keeps after a snapshot
 // (server default 5000): a follower further behind needs the database.
 func WithCatchUpEntries(n uint64) Option {
-	return func(c *clusterConfig) { c.catchUpEntries = n }
+	return func(c *tuning) { c.catchUpEntries = n }
 }
 
 // WithTickInterval sets the raft tick (server default 100ms); elections take
 // ElectionTicks to 2×ElectionTicks ticks.
 func WithTickInterval(d time.Duration) Option {
-	return func(c *clusterConfig) { c.tickInterval = d }
+	return func(c *tuning) { c.tickInterval = d }
 }
 
 // WithElectionTicks sets how many ticks without a leader start an election
 // (server default 10).
 func WithElectionTicks(n int) Option {
-	return func(c *clusterConfig) { c.electionTicks = n }
+	return func(c *tuning) { c.electionTicks = n }
 }
 
 // WithRequestTimeout sets how long a member waits for a request whose caller
 // set no deadline (server default 5s).
 func WithRequestTimeout(d time.Duration) Option {
-	return func(c *clusterConfig) { c.requestTimeout = d }
+	return func(c *tuning) { c.requestTimeout = d }
 }
 
 // A Cluster is a catalogd cluster run for one test. Members are numbered
@@ -98,7 +100,7 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 		t.Fatalf("framework: a cluster needs at least 1 member, got %d", n)
 	}
 	defaults := server.DefaultConfig()
-	cfg := clusterConfig{
+	cfg := tuning{
 		tickInterval:   defaults.TickInterval,
 		electionTicks:  defaults.ElectionTicks,
 		snapshotCount:  defaults.SnapshotCount,
@@ -144,7 +146,7 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 }
 
 // plan chooses names, data dirs and free loopback ports for n members.
-func (c *Cluster) plan(n int, cfg clusterConfig) ([]memberSpec, error) {
+func (c *Cluster) plan(n int, cfg tuning) ([]memberSpec, error) {
 	addrs, err := freeAddrs(3 * n)
 	if err != nil {
 		return nil, err
@@ -153,19 +155,15 @@ func (c *Cluster) plan(n int, cfg clusterConfig) ([]memberSpec, error) {
 	peers := make([]string, n)
 	for i := range specs {
 		specs[i] = memberSpec{
-			index:          i,
-			name:           fmt.Sprintf("m%d", i),
-			dataDir:        filepath.Join(c.t.TempDir(), fmt.Sprintf("m%d", i)),
-			clientAddr:     addrs[3*i],
-			peerAddr:       addrs[3*i+1],
-			httpAddr:       addrs[3*i+2],
-			tickInterval:   cfg.tickInterval,
-			electionTicks:  cfg.electionTicks,
-			snapshotCount:  cfg.snapshotCount,
-			catchUpEntries: cfg.catchUpEntries,
-			requestTimeout: cfg.requestTimeout,
-			logger:         c.logs[i].logger(),
-			faults:         c.faults,
+			index:      i,
+			name:       fmt.Sprintf("m%d", i),
+			dataDir:    filepath.Join(c.t.TempDir(), fmt.Sprintf("m%d", i)),
+			clientAddr: addrs[3*i],
+			peerAddr:   addrs[3*i+1],
+			httpAddr:   addrs[3*i+2],
+			tuning:     cfg,
+			logger:     c.logs[i].logger(),
+			faults:     c.faults,
 		}
 		peers[i] = specs[i].name + "=" + specs[i].peerAddr
 	}

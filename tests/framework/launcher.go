@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/catalogd/catalogd/server"
 )
@@ -20,11 +19,7 @@ type memberSpec struct {
 	httpAddr       string
 	initialCluster string
 
-	tickInterval   time.Duration
-	electionTicks  int
-	snapshotCount  uint64
-	catchUpEntries uint64
-	requestTimeout time.Duration
+	tuning
 
 	logger *slog.Logger
 	// faults is the cluster's fault table; the launcher makes the member's

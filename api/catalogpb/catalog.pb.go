@@ -45,6 +45,14 @@ const (
 	ErrorReason_TIMEOUT                  ErrorReason = 12
 	ErrorReason_STOPPED                  ErrorReason = 13
 	ErrorReason_INVALID_LIMIT            ErrorReason = 14
+	// Membership.
+	ErrorReason_MEMBER_NOT_FOUND              ErrorReason = 15
+	ErrorReason_MEMBER_EXISTS                 ErrorReason = 16
+	ErrorReason_MEMBER_NOT_LEARNER            ErrorReason = 17
+	ErrorReason_LEARNER_NOT_READY             ErrorReason = 18
+	ErrorReason_UNHEALTHY_CLUSTER             ErrorReason = 19
+	ErrorReason_MEMBERSHIP_CHANGE_IN_PROGRESS ErrorReason = 20
+	ErrorReason_TOO_MANY_LEARNERS             ErrorReason = 21
 )
 
 // Enum value maps for ErrorReason.
@@ -65,23 +73,37 @@ var (
 		12: "TIMEOUT",
 		13: "STOPPED",
 		14: "INVALID_LIMIT",
+		15: "MEMBER_NOT_FOUND",
+		16: "MEMBER_EXISTS",
+		17: "MEMBER_NOT_LEARNER",
+		18: "LEARNER_NOT_READY",
+		19: "UNHEALTHY_CLUSTER",
+		20: "MEMBERSHIP_CHANGE_IN_PROGRESS",
+		21: "TOO_MANY_LEARNERS",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED": 0,
-		"KEY_EMPTY":                1,
-		"KEY_TOO_LARGE":            2,
-		"VALUE_TOO_LARGE":          3,
-		"REQUEST_TOO_LARGE":        4,
-		"TOO_MANY_OPS":             5,
-		"DUPLICATE_KEY":            6,
-		"LEASE_NOT_FOUND":          7,
-		"INVALID_CONTINUE_TOKEN":   8,
-		"INVALID_ARGUMENT":         9,
-		"COMPACTED":                10,
-		"NO_LEADER":                11,
-		"TIMEOUT":                  12,
-		"STOPPED":                  13,
-		"INVALID_LIMIT":            14,
+		"ERROR_REASON_UNSPECIFIED":      0,
+		"KEY_EMPTY":                     1,
+		"KEY_TOO_LARGE":                 2,
+		"VALUE_TOO_LARGE":               3,
+		"REQUEST_TOO_LARGE":             4,
+		"TOO_MANY_OPS":                  5,
+		"DUPLICATE_KEY":                 6,
+		"LEASE_NOT_FOUND":               7,
+		"INVALID_CONTINUE_TOKEN":        8,
+		"INVALID_ARGUMENT":              9,
+		"COMPACTED":                     10,
+		"NO_LEADER":                     11,
+		"TIMEOUT":                       12,
+		"STOPPED":                       13,
+		"INVALID_LIMIT":                 14,
+		"MEMBER_NOT_FOUND":              15,
+		"MEMBER_EXISTS":                 16,
+		"MEMBER_NOT_LEARNER":            17,
+		"LEARNER_NOT_READY":             18,
+		"UNHEALTHY_CLUSTER":             19,
+		"MEMBERSHIP_CHANGE_IN_PROGRESS": 20,
+		"TOO_MANY_LEARNERS":             21,
 	}
 )
 
@@ -313,7 +335,7 @@ func (x Event_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Event_Type.Descriptor instead.
 func (Event_Type) EnumDescriptor() ([]byte, []int) {
-	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{18, 0}
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{32, 0}
 }
 
 // ResponseHeader is carried by every response.
@@ -1647,6 +1669,771 @@ func (x *StatusResponse) GetCompactRevision() int64 {
 	return 0
 }
 
+type MemberListRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serializable answers from this member's applied state without asking the
+	// leader (may be stale); the default is linearizable.
+	Serializable  bool `protobuf:"varint,1,opt,name=serializable,proto3" json:"serializable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberListRequest) Reset() {
+	*x = MemberListRequest{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberListRequest) ProtoMessage() {}
+
+func (x *MemberListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberListRequest.ProtoReflect.Descriptor instead.
+func (*MemberListRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MemberListRequest) GetSerializable() bool {
+	if x != nil {
+		return x.Serializable
+	}
+	return false
+}
+
+type MemberListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Members       []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberListResponse) Reset() {
+	*x = MemberListResponse{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberListResponse) ProtoMessage() {}
+
+func (x *MemberListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberListResponse.ProtoReflect.Descriptor instead.
+func (*MemberListResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MemberListResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *MemberListResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// MemberAddRequest adds a server that is not running yet (or is about to join).
+type MemberAddRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// peer_addr is the new member's raft address, host:port.
+	PeerAddr string `protobuf:"bytes,2,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	// is_learner adds a non-voting member that receives the log; it is promoted
+	// to voter automatically once caught up (unless the cluster runs with
+	// --auto-promote=false), or by MemberPromote.
+	IsLearner     bool `protobuf:"varint,3,opt,name=is_learner,json=isLearner,proto3" json:"is_learner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberAddRequest) Reset() {
+	*x = MemberAddRequest{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberAddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberAddRequest) ProtoMessage() {}
+
+func (x *MemberAddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberAddRequest.ProtoReflect.Descriptor instead.
+func (*MemberAddRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MemberAddRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemberAddRequest) GetPeerAddr() string {
+	if x != nil {
+		return x.PeerAddr
+	}
+	return ""
+}
+
+func (x *MemberAddRequest) GetIsLearner() bool {
+	if x != nil {
+		return x.IsLearner
+	}
+	return false
+}
+
+type MemberAddResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// member is the added member, with the id the cluster gave it.
+	Member *Member `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	// members is the membership after the change, for the new server to connect to.
+	Members       []*Member `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberAddResponse) Reset() {
+	*x = MemberAddResponse{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberAddResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberAddResponse) ProtoMessage() {}
+
+func (x *MemberAddResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberAddResponse.ProtoReflect.Descriptor instead.
+func (*MemberAddResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MemberAddResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *MemberAddResponse) GetMember() *Member {
+	if x != nil {
+		return x.Member
+	}
+	return nil
+}
+
+func (x *MemberAddResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type MemberRemoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRemoveRequest) Reset() {
+	*x = MemberRemoveRequest{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRemoveRequest) ProtoMessage() {}
+
+func (x *MemberRemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRemoveRequest.ProtoReflect.Descriptor instead.
+func (*MemberRemoveRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MemberRemoveRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type MemberRemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Members       []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRemoveResponse) Reset() {
+	*x = MemberRemoveResponse{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRemoveResponse) ProtoMessage() {}
+
+func (x *MemberRemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRemoveResponse.ProtoReflect.Descriptor instead.
+func (*MemberRemoveResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MemberRemoveResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *MemberRemoveResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type MemberPromoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberPromoteRequest) Reset() {
+	*x = MemberPromoteRequest{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberPromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberPromoteRequest) ProtoMessage() {}
+
+func (x *MemberPromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberPromoteRequest.ProtoReflect.Descriptor instead.
+func (*MemberPromoteRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MemberPromoteRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type MemberPromoteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Members       []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberPromoteResponse) Reset() {
+	*x = MemberPromoteResponse{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberPromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberPromoteResponse) ProtoMessage() {}
+
+func (x *MemberPromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberPromoteResponse.ProtoReflect.Descriptor instead.
+func (*MemberPromoteResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MemberPromoteResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *MemberPromoteResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type MoveLeaderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// target_id is the voter to hand leadership to.
+	TargetId      uint64 `protobuf:"varint,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveLeaderRequest) Reset() {
+	*x = MoveLeaderRequest{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveLeaderRequest) ProtoMessage() {}
+
+func (x *MoveLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveLeaderRequest.ProtoReflect.Descriptor instead.
+func (*MoveLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *MoveLeaderRequest) GetTargetId() uint64 {
+	if x != nil {
+		return x.TargetId
+	}
+	return 0
+}
+
+type MoveLeaderResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveLeaderResponse) Reset() {
+	*x = MoveLeaderResponse{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveLeaderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveLeaderResponse) ProtoMessage() {}
+
+func (x *MoveLeaderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveLeaderResponse.ProtoReflect.Descriptor instead.
+func (*MoveLeaderResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MoveLeaderResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{26}
+}
+
+// SnapshotResponse is one chunk of a consistent copy of the member's
+// database. The first chunk carries the header (its revision is the
+// snapshot's) and total_size; the last carries sha256 of all blob bytes.
+type SnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	TotalSize     int64                  `protobuf:"varint,2,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	Blob          []byte                 `protobuf:"bytes,3,opt,name=blob,proto3" json:"blob,omitempty"`
+	Sha256        []byte                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResponse) Reset() {
+	*x = SnapshotResponse{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResponse) ProtoMessage() {}
+
+func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SnapshotResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetTotalSize() int64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
+}
+
+func (x *SnapshotResponse) GetBlob() []byte {
+	if x != nil {
+		return x.Blob
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+type HashRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HashRequest) Reset() {
+	*x = HashRequest{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashRequest) ProtoMessage() {}
+
+func (x *HashRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashRequest.ProtoReflect.Descriptor instead.
+func (*HashRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{28}
+}
+
+// HashResponse describes the member's replicated state at one applied index,
+// for comparing members with each other.
+type HashResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Header       *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Revision     int64                  `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	// hash is a sha256 over every key and value of the replicated buckets
+	// (all but the member-local bookkeeping), in key order.
+	Hash []byte `protobuf:"bytes,4,opt,name=hash,proto3" json:"hash,omitempty"`
+	Keys int64  `protobuf:"varint,5,opt,name=keys,proto3" json:"keys,omitempty"`
+	// The events history: the oldest and newest revision held and how many.
+	EventsFirst int64 `protobuf:"varint,6,opt,name=events_first,json=eventsFirst,proto3" json:"events_first,omitempty"`
+	EventsLast  int64 `protobuf:"varint,7,opt,name=events_last,json=eventsLast,proto3" json:"events_last,omitempty"`
+	EventsCount int64 `protobuf:"varint,8,opt,name=events_count,json=eventsCount,proto3" json:"events_count,omitempty"`
+	// events_problem is empty when the history is contiguous, ends at
+	// revision and every batch is stored under its own revision; otherwise it
+	// says what is wrong.
+	EventsProblem string `protobuf:"bytes,9,opt,name=events_problem,json=eventsProblem,proto3" json:"events_problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HashResponse) Reset() {
+	*x = HashResponse{}
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HashResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HashResponse) ProtoMessage() {}
+
+func (x *HashResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HashResponse.ProtoReflect.Descriptor instead.
+func (*HashResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *HashResponse) GetHeader() *ResponseHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *HashResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *HashResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *HashResponse) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *HashResponse) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *HashResponse) GetEventsFirst() int64 {
+	if x != nil {
+		return x.EventsFirst
+	}
+	return 0
+}
+
+func (x *HashResponse) GetEventsLast() int64 {
+	if x != nil {
+		return x.EventsLast
+	}
+	return 0
+}
+
+func (x *HashResponse) GetEventsCount() int64 {
+	if x != nil {
+		return x.EventsCount
+	}
+	return 0
+}
+
+func (x *HashResponse) GetEventsProblem() string {
+	if x != nil {
+		return x.EventsProblem
+	}
+	return ""
+}
+
 // Command is one replicated write: the data of one raft log entry.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1667,7 +2454,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[16]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +2466,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[16]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +2479,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{16}
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Command) GetRequestId() uint64 {
@@ -1794,7 +2581,7 @@ type MemberAttributes struct {
 
 func (x *MemberAttributes) Reset() {
 	*x = MemberAttributes{}
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[17]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +2593,7 @@ func (x *MemberAttributes) String() string {
 func (*MemberAttributes) ProtoMessage() {}
 
 func (x *MemberAttributes) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[17]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +2606,7 @@ func (x *MemberAttributes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberAttributes.ProtoReflect.Descriptor instead.
 func (*MemberAttributes) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{17}
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MemberAttributes) GetId() uint64 {
@@ -1857,7 +2644,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[18]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2656,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[18]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2669,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{18}
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Event) GetType() Event_Type {
@@ -1924,7 +2711,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[19]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2723,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_catalog_proto_msgTypes[19]
+	mi := &file_catalogd_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2736,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{19}
+	return file_catalogd_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *EventBatch) GetRevision() int64 {
@@ -2088,7 +2875,54 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\adb_size\x18\n" +
 	" \x01(\x03R\x06dbSize\x12-\n" +
 	"\amembers\x18\v \x03(\v2\x13.catalogd.v1.MemberR\amembers\x12)\n" +
-	"\x10compact_revision\x18\f \x01(\x03R\x0fcompactRevision\"\xb0\x02\n" +
+	"\x10compact_revision\x18\f \x01(\x03R\x0fcompactRevision\"7\n" +
+	"\x11MemberListRequest\x12\"\n" +
+	"\fserializable\x18\x01 \x01(\bR\fserializable\"x\n" +
+	"\x12MemberListResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12-\n" +
+	"\amembers\x18\x02 \x03(\v2\x13.catalogd.v1.MemberR\amembers\"b\n" +
+	"\x10MemberAddRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_addr\x18\x02 \x01(\tR\bpeerAddr\x12\x1d\n" +
+	"\n" +
+	"is_learner\x18\x03 \x01(\bR\tisLearner\"\xa4\x01\n" +
+	"\x11MemberAddResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12+\n" +
+	"\x06member\x18\x02 \x01(\v2\x13.catalogd.v1.MemberR\x06member\x12-\n" +
+	"\amembers\x18\x03 \x03(\v2\x13.catalogd.v1.MemberR\amembers\"%\n" +
+	"\x13MemberRemoveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"z\n" +
+	"\x14MemberRemoveResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12-\n" +
+	"\amembers\x18\x02 \x03(\v2\x13.catalogd.v1.MemberR\amembers\"&\n" +
+	"\x14MemberPromoteRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"{\n" +
+	"\x15MemberPromoteResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12-\n" +
+	"\amembers\x18\x02 \x03(\v2\x13.catalogd.v1.MemberR\amembers\"0\n" +
+	"\x11MoveLeaderRequest\x12\x1b\n" +
+	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\"I\n" +
+	"\x12MoveLeaderResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\"\x11\n" +
+	"\x0fSnapshotRequest\"\x92\x01\n" +
+	"\x10SnapshotResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x02 \x01(\x03R\ttotalSize\x12\x12\n" +
+	"\x04blob\x18\x03 \x01(\fR\x04blob\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\"\r\n" +
+	"\vHashRequest\"\xba\x02\n" +
+	"\fHashResponse\x123\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x03R\brevision\x12\x12\n" +
+	"\x04hash\x18\x04 \x01(\fR\x04hash\x12\x12\n" +
+	"\x04keys\x18\x05 \x01(\x03R\x04keys\x12!\n" +
+	"\fevents_first\x18\x06 \x01(\x03R\veventsFirst\x12\x1f\n" +
+	"\vevents_last\x18\a \x01(\x03R\n" +
+	"eventsLast\x12!\n" +
+	"\fevents_count\x18\b \x01(\x03R\veventsCount\x12%\n" +
+	"\x0eevents_problem\x18\t \x01(\tR\reventsProblem\"\xb0\x02\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\"\n" +
@@ -2116,7 +2950,7 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"EventBatch\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12*\n" +
-	"\x06events\x18\x02 \x03(\v2\x12.catalogd.v1.EventR\x06events*\xb0\x02\n" +
+	"\x06events\x18\x02 \x03(\v2\x12.catalogd.v1.EventR\x06events*\xd9\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKEY_EMPTY\x10\x01\x12\x11\n" +
@@ -2133,7 +2967,14 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\tNO_LEADER\x10\v\x12\v\n" +
 	"\aTIMEOUT\x10\f\x12\v\n" +
 	"\aSTOPPED\x10\r\x12\x11\n" +
-	"\rINVALID_LIMIT\x10\x0e*1\n" +
+	"\rINVALID_LIMIT\x10\x0e\x12\x14\n" +
+	"\x10MEMBER_NOT_FOUND\x10\x0f\x12\x11\n" +
+	"\rMEMBER_EXISTS\x10\x10\x12\x16\n" +
+	"\x12MEMBER_NOT_LEARNER\x10\x11\x12\x15\n" +
+	"\x11LEARNER_NOT_READY\x10\x12\x12\x15\n" +
+	"\x11UNHEALTHY_CLUSTER\x10\x13\x12!\n" +
+	"\x1dMEMBERSHIP_CHANGE_IN_PROGRESS\x10\x14\x12\x15\n" +
+	"\x11TOO_MANY_LEARNERS\x10\x15*1\n" +
 	"\vConsistency\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x00\x12\x10\n" +
 	"\fSERIALIZABLE\x10\x012\xf5\x01\n" +
@@ -2141,9 +2982,18 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\x03Put\x12\x17.catalogd.v1.PutRequest\x1a\x18.catalogd.v1.PutResponse\x128\n" +
 	"\x03Get\x12\x17.catalogd.v1.GetRequest\x1a\x18.catalogd.v1.GetResponse\x12A\n" +
 	"\x06Delete\x12\x1a.catalogd.v1.DeleteRequest\x1a\x1b.catalogd.v1.DeleteResponse\x128\n" +
-	"\x03Txn\x12\x17.catalogd.v1.TxnRequest\x1a\x18.catalogd.v1.TxnResponse2L\n" +
+	"\x03Txn\x12\x17.catalogd.v1.TxnRequest\x1a\x18.catalogd.v1.TxnResponse2\xeb\x04\n" +
 	"\aCluster\x12A\n" +
-	"\x06Status\x12\x1a.catalogd.v1.StatusRequest\x1a\x1b.catalogd.v1.StatusResponseB,Z*github.com/catalogd/catalogd/api/catalogpbb\x06proto3"
+	"\x06Status\x12\x1a.catalogd.v1.StatusRequest\x1a\x1b.catalogd.v1.StatusResponse\x12M\n" +
+	"\n" +
+	"MemberList\x12\x1e.catalogd.v1.MemberListRequest\x1a\x1f.catalogd.v1.MemberListResponse\x12J\n" +
+	"\tMemberAdd\x12\x1d.catalogd.v1.MemberAddRequest\x1a\x1e.catalogd.v1.MemberAddResponse\x12S\n" +
+	"\fMemberRemove\x12 .catalogd.v1.MemberRemoveRequest\x1a!.catalogd.v1.MemberRemoveResponse\x12V\n" +
+	"\rMemberPromote\x12!.catalogd.v1.MemberPromoteRequest\x1a\".catalogd.v1.MemberPromoteResponse\x12M\n" +
+	"\n" +
+	"MoveLeader\x12\x1e.catalogd.v1.MoveLeaderRequest\x1a\x1f.catalogd.v1.MoveLeaderResponse\x12I\n" +
+	"\bSnapshot\x12\x1c.catalogd.v1.SnapshotRequest\x1a\x1d.catalogd.v1.SnapshotResponse0\x01\x12;\n" +
+	"\x04Hash\x12\x18.catalogd.v1.HashRequest\x1a\x19.catalogd.v1.HashResponseB,Z*github.com/catalogd/catalogd/api/catalogpbb\x06proto3"
 
 var (
 	file_catalogd_v1_catalog_proto_rawDescOnce sync.Once
@@ -2158,33 +3008,47 @@ func file_catalogd_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_catalogd_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_catalogd_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_catalogd_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_catalogd_v1_catalog_proto_goTypes = []any{
-	(ErrorReason)(0),         // 0: catalogd.v1.ErrorReason
-	(Consistency)(0),         // 1: catalogd.v1.Consistency
-	(Compare_Result)(0),      // 2: catalogd.v1.Compare.Result
-	(Compare_Target)(0),      // 3: catalogd.v1.Compare.Target
-	(Event_Type)(0),          // 4: catalogd.v1.Event.Type
-	(*ResponseHeader)(nil),   // 5: catalogd.v1.ResponseHeader
-	(*KeyValue)(nil),         // 6: catalogd.v1.KeyValue
-	(*PutRequest)(nil),       // 7: catalogd.v1.PutRequest
-	(*PutResponse)(nil),      // 8: catalogd.v1.PutResponse
-	(*GetRequest)(nil),       // 9: catalogd.v1.GetRequest
-	(*GetResponse)(nil),      // 10: catalogd.v1.GetResponse
-	(*DeleteRequest)(nil),    // 11: catalogd.v1.DeleteRequest
-	(*DeleteResponse)(nil),   // 12: catalogd.v1.DeleteResponse
-	(*Compare)(nil),          // 13: catalogd.v1.Compare
-	(*TxnOp)(nil),            // 14: catalogd.v1.TxnOp
-	(*TxnOpResponse)(nil),    // 15: catalogd.v1.TxnOpResponse
-	(*TxnRequest)(nil),       // 16: catalogd.v1.TxnRequest
-	(*TxnResponse)(nil),      // 17: catalogd.v1.TxnResponse
-	(*Member)(nil),           // 18: catalogd.v1.Member
-	(*StatusRequest)(nil),    // 19: catalogd.v1.StatusRequest
-	(*StatusResponse)(nil),   // 20: catalogd.v1.StatusResponse
-	(*Command)(nil),          // 21: catalogd.v1.Command
-	(*MemberAttributes)(nil), // 22: catalogd.v1.MemberAttributes
-	(*Event)(nil),            // 23: catalogd.v1.Event
-	(*EventBatch)(nil),       // 24: catalogd.v1.EventBatch
+	(ErrorReason)(0),              // 0: catalogd.v1.ErrorReason
+	(Consistency)(0),              // 1: catalogd.v1.Consistency
+	(Compare_Result)(0),           // 2: catalogd.v1.Compare.Result
+	(Compare_Target)(0),           // 3: catalogd.v1.Compare.Target
+	(Event_Type)(0),               // 4: catalogd.v1.Event.Type
+	(*ResponseHeader)(nil),        // 5: catalogd.v1.ResponseHeader
+	(*KeyValue)(nil),              // 6: catalogd.v1.KeyValue
+	(*PutRequest)(nil),            // 7: catalogd.v1.PutRequest
+	(*PutResponse)(nil),           // 8: catalogd.v1.PutResponse
+	(*GetRequest)(nil),            // 9: catalogd.v1.GetRequest
+	(*GetResponse)(nil),           // 10: catalogd.v1.GetResponse
+	(*DeleteRequest)(nil),         // 11: catalogd.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 12: catalogd.v1.DeleteResponse
+	(*Compare)(nil),               // 13: catalogd.v1.Compare
+	(*TxnOp)(nil),                 // 14: catalogd.v1.TxnOp
+	(*TxnOpResponse)(nil),         // 15: catalogd.v1.TxnOpResponse
+	(*TxnRequest)(nil),            // 16: catalogd.v1.TxnRequest
+	(*TxnResponse)(nil),           // 17: catalogd.v1.TxnResponse
+	(*Member)(nil),                // 18: catalogd.v1.Member
+	(*StatusRequest)(nil),         // 19: catalogd.v1.StatusRequest
+	(*StatusResponse)(nil),        // 20: catalogd.v1.StatusResponse
+	(*MemberListRequest)(nil),     // 21: catalogd.v1.MemberListRequest
+	(*MemberListResponse)(nil),    // 22: catalogd.v1.MemberListResponse
+	(*MemberAddRequest)(nil),      // 23: catalogd.v1.MemberAddRequest
+	(*MemberAddResponse)(nil),     // 24: catalogd.v1.MemberAddResponse
+	(*MemberRemoveRequest)(nil),   // 25: catalogd.v1.MemberRemoveRequest
+	(*MemberRemoveResponse)(nil),  // 26: catalogd.v1.MemberRemoveResponse
+	(*MemberPromoteRequest)(nil),  // 27: catalogd.v1.MemberPromoteRequest
+	(*MemberPromoteResponse)(nil), // 28: catalogd.v1.MemberPromoteResponse
+	(*MoveLeaderRequest)(nil),     // 29: catalogd.v1.MoveLeaderRequest
+	(*MoveLeaderResponse)(nil),    // 30: catalogd.v1.MoveLeaderResponse
+	(*SnapshotRequest)(nil),       // 31: catalogd.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),      // 32: catalogd.v1.SnapshotResponse
+	(*HashRequest)(nil),           // 33: catalogd.v1.HashRequest
+	(*HashResponse)(nil),          // 34: catalogd.v1.HashResponse
+	(*Command)(nil),               // 35: catalogd.v1.Command
+	(*MemberAttributes)(nil),      // 36: catalogd.v1.MemberAttributes
+	(*Event)(nil),                 // 37: catalogd.v1.Event
+	(*EventBatch)(nil),            // 38: catalogd.v1.EventBatch
 }
 var file_catalogd_v1_catalog_proto_depIdxs = []int32{
 	5,  // 0: catalogd.v1.PutResponse.header:type_name -> catalogd.v1.ResponseHeader
@@ -2209,29 +3073,55 @@ var file_catalogd_v1_catalog_proto_depIdxs = []int32{
 	15, // 19: catalogd.v1.TxnResponse.responses:type_name -> catalogd.v1.TxnOpResponse
 	5,  // 20: catalogd.v1.StatusResponse.header:type_name -> catalogd.v1.ResponseHeader
 	18, // 21: catalogd.v1.StatusResponse.members:type_name -> catalogd.v1.Member
-	7,  // 22: catalogd.v1.Command.put:type_name -> catalogd.v1.PutRequest
-	11, // 23: catalogd.v1.Command.delete:type_name -> catalogd.v1.DeleteRequest
-	16, // 24: catalogd.v1.Command.txn:type_name -> catalogd.v1.TxnRequest
-	22, // 25: catalogd.v1.Command.member_attributes:type_name -> catalogd.v1.MemberAttributes
-	4,  // 26: catalogd.v1.Event.type:type_name -> catalogd.v1.Event.Type
-	6,  // 27: catalogd.v1.Event.kv:type_name -> catalogd.v1.KeyValue
-	6,  // 28: catalogd.v1.Event.prev_kv:type_name -> catalogd.v1.KeyValue
-	23, // 29: catalogd.v1.EventBatch.events:type_name -> catalogd.v1.Event
-	7,  // 30: catalogd.v1.KV.Put:input_type -> catalogd.v1.PutRequest
-	9,  // 31: catalogd.v1.KV.Get:input_type -> catalogd.v1.GetRequest
-	11, // 32: catalogd.v1.KV.Delete:input_type -> catalogd.v1.DeleteRequest
-	16, // 33: catalogd.v1.KV.Txn:input_type -> catalogd.v1.TxnRequest
-	19, // 34: catalogd.v1.Cluster.Status:input_type -> catalogd.v1.StatusRequest
-	8,  // 35: catalogd.v1.KV.Put:output_type -> catalogd.v1.PutResponse
-	10, // 36: catalogd.v1.KV.Get:output_type -> catalogd.v1.GetResponse
-	12, // 37: catalogd.v1.KV.Delete:output_type -> catalogd.v1.DeleteResponse
-	17, // 38: catalogd.v1.KV.Txn:output_type -> catalogd.v1.TxnResponse
-	20, // 39: catalogd.v1.Cluster.Status:output_type -> catalogd.v1.StatusResponse
-	35, // [35:40] is the sub-list for method output_type
-	30, // [30:35] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	5,  // 22: catalogd.v1.MemberListResponse.header:type_name -> catalogd.v1.ResponseHeader
+	18, // 23: catalogd.v1.MemberListResponse.members:type_name -> catalogd.v1.Member
+	5,  // 24: catalogd.v1.MemberAddResponse.header:type_name -> catalogd.v1.ResponseHeader
+	18, // 25: catalogd.v1.MemberAddResponse.member:type_name -> catalogd.v1.Member
+	18, // 26: catalogd.v1.MemberAddResponse.members:type_name -> catalogd.v1.Member
+	5,  // 27: catalogd.v1.MemberRemoveResponse.header:type_name -> catalogd.v1.ResponseHeader
+	18, // 28: catalogd.v1.MemberRemoveResponse.members:type_name -> catalogd.v1.Member
+	5,  // 29: catalogd.v1.MemberPromoteResponse.header:type_name -> catalogd.v1.ResponseHeader
+	18, // 30: catalogd.v1.MemberPromoteResponse.members:type_name -> catalogd.v1.Member
+	5,  // 31: catalogd.v1.MoveLeaderResponse.header:type_name -> catalogd.v1.ResponseHeader
+	5,  // 32: catalogd.v1.SnapshotResponse.header:type_name -> catalogd.v1.ResponseHeader
+	5,  // 33: catalogd.v1.HashResponse.header:type_name -> catalogd.v1.ResponseHeader
+	7,  // 34: catalogd.v1.Command.put:type_name -> catalogd.v1.PutRequest
+	11, // 35: catalogd.v1.Command.delete:type_name -> catalogd.v1.DeleteRequest
+	16, // 36: catalogd.v1.Command.txn:type_name -> catalogd.v1.TxnRequest
+	36, // 37: catalogd.v1.Command.member_attributes:type_name -> catalogd.v1.MemberAttributes
+	4,  // 38: catalogd.v1.Event.type:type_name -> catalogd.v1.Event.Type
+	6,  // 39: catalogd.v1.Event.kv:type_name -> catalogd.v1.KeyValue
+	6,  // 40: catalogd.v1.Event.prev_kv:type_name -> catalogd.v1.KeyValue
+	37, // 41: catalogd.v1.EventBatch.events:type_name -> catalogd.v1.Event
+	7,  // 42: catalogd.v1.KV.Put:input_type -> catalogd.v1.PutRequest
+	9,  // 43: catalogd.v1.KV.Get:input_type -> catalogd.v1.GetRequest
+	11, // 44: catalogd.v1.KV.Delete:input_type -> catalogd.v1.DeleteRequest
+	16, // 45: catalogd.v1.KV.Txn:input_type -> catalogd.v1.TxnRequest
+	19, // 46: catalogd.v1.Cluster.Status:input_type -> catalogd.v1.StatusRequest
+	21, // 47: catalogd.v1.Cluster.MemberList:input_type -> catalogd.v1.MemberListRequest
+	23, // 48: catalogd.v1.Cluster.MemberAdd:input_type -> catalogd.v1.MemberAddRequest
+	25, // 49: catalogd.v1.Cluster.MemberRemove:input_type -> catalogd.v1.MemberRemoveRequest
+	27, // 50: catalogd.v1.Cluster.MemberPromote:input_type -> catalogd.v1.MemberPromoteRequest
+	29, // 51: catalogd.v1.Cluster.MoveLeader:input_type -> catalogd.v1.MoveLeaderRequest
+	31, // 52: catalogd.v1.Cluster.Snapshot:input_type -> catalogd.v1.SnapshotRequest
+	33, // 53: catalogd.v1.Cluster.Hash:input_type -> catalogd.v1.HashRequest
+	8,  // 54: catalogd.v1.KV.Put:output_type -> catalogd.v1.PutResponse
+	10, // 55: catalogd.v1.KV.Get:output_type -> catalogd.v1.GetResponse
+	12, // 56: catalogd.v1.KV.Delete:output_type -> catalogd.v1.DeleteResponse
+	17, // 57: catalogd.v1.KV.Txn:output_type -> catalogd.v1.TxnResponse
+	20, // 58: catalogd.v1.Cluster.Status:output_type -> catalogd.v1.StatusResponse
+	22, // 59: catalogd.v1.Cluster.MemberList:output_type -> catalogd.v1.MemberListResponse
+	24, // 60: catalogd.v1.Cluster.MemberAdd:output_type -> catalogd.v1.MemberAddResponse
+	26, // 61: catalogd.v1.Cluster.MemberRemove:output_type -> catalogd.v1.MemberRemoveResponse
+	28, // 62: catalogd.v1.Cluster.MemberPromote:output_type -> catalogd.v1.MemberPromoteResponse
+	30, // 63: catalogd.v1.Cluster.MoveLeader:output_type -> catalogd.v1.MoveLeaderResponse
+	32, // 64: catalogd.v1.Cluster.Snapshot:output_type -> catalogd.v1.SnapshotResponse
+	34, // 65: catalogd.v1.Cluster.Hash:output_type -> catalogd.v1.HashResponse
+	54, // [54:66] is the sub-list for method output_type
+	42, // [42:54] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_catalogd_v1_catalog_proto_init() }
@@ -2256,7 +3146,7 @@ func file_catalogd_v1_catalog_proto_init() {
 		(*TxnOpResponse_Delete)(nil),
 		(*TxnOpResponse_Get)(nil),
 	}
-	file_catalogd_v1_catalog_proto_msgTypes[16].OneofWrappers = []any{
+	file_catalogd_v1_catalog_proto_msgTypes[30].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_Txn)(nil),
@@ -2268,7 +3158,7 @@ func file_catalogd_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalogd_v1_catalog_proto_rawDesc), len(file_catalogd_v1_catalog_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   20,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

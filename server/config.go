@@ -28,6 +28,14 @@ type Config struct {
 	// InitialCluster lists every member of a new cluster as name=host:port
 	// (peer addresses). Empty means a single-node cluster of this server.
 	InitialCluster string
+	// Join is any running member's client address. A server started with
+	// Join and an empty data dir asks that member to add it to its cluster
+	// (as a learner) and then fetches the cluster's data; on a restart with
+	// data the flag is ignored.
+	Join string
+	// AutoPromote lets the leader promote a learner to voter once it has
+	// caught up with the log.
+	AutoPromote bool
 
 	TickInterval  time.Duration
 	ElectionTicks int
@@ -63,6 +71,7 @@ func DefaultConfig() Config {
 		CatchUpEntries: 5000,
 		EventHistory:   100000,
 		RequestTimeout: 5 * time.Second,
+		AutoPromote:    true,
 	}
 }
 

@@ -55,6 +55,8 @@ func parseFlags(args []string, stderr io.Writer) (server.Config, slog.Level, err
 	fs.StringVar(&cfg.PeerAddr, "peer-addr", cfg.PeerAddr, "raft address for the other members (host:port)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP address: GraphQL, metrics, health (host:port)")
 	fs.StringVar(&cfg.InitialCluster, "initial-cluster", "", "members of a new cluster: name=peerhost:port,... (empty: a single-node cluster)")
+	fs.StringVar(&cfg.Join, "join", "", "client address (host:port) of any member of a running cluster to join as a learner")
+	fs.BoolVar(&cfg.AutoPromote, "auto-promote", cfg.AutoPromote, "the leader promotes learners to voters once they have caught up")
 	fs.Uint64Var(&cfg.SnapshotCount, "snapshot-count", cfg.SnapshotCount, "applied entries between raft snapshots")
 	fs.Uint64Var(&cfg.CatchUpEntries, "snapshot-catchup-entries", cfg.CatchUpEntries, "entries kept in the log after a snapshot for slow followers")
 	fs.Int64Var(&cfg.EventHistory, "event-history", cfg.EventHistory, "revisions of events kept for watches")

@@ -30,6 +30,11 @@ var (
 	ErrTimeout  = errors.New("consensus: request timed out")
 	// ErrDataDirMismatch means the data dir was created for another cluster or member.
 	ErrDataDirMismatch = errors.New("consensus: data dir belongs to another cluster")
+	// ErrRemoved means this member was removed from the cluster.
+	ErrRemoved = errors.New("consensus: this member was removed from the cluster")
+	// ErrDataLoss means this member's log lost entries it had acknowledged (its
+	// data dir was wiped or restored from an old copy while it kept its identity).
+	ErrDataLoss = errors.New("consensus: this member lost raft log entries it had acknowledged")
 )
 
 // readIndexRetry is how long one ReadIndex round waits before it asks again
@@ -104,6 +109,15 @@ type Node struct {
 	snapshotIndex uint64
 	confState     raftpb.ConfState
 
+	removedMu sync.RWMutex
+	removed   map[uint64]bool
+
+	// failOnce records why the node stopped itself (removal, data loss, a
+	// disk that refuses writes); failedc is closed then.
+	failOnce sync.Once
+	failErr  error
+	failedc  chan struct{}
+
 	stopOnce sync.Once
 	stopc    chan struct{}
 	wg       sync.WaitGroup
@@ -130,6 +144,8 @@ func NewNode(cfg Config) (*Node, error) {
 		readWaitC:      make(chan struct{}, 1),
 		nextRound:      &readRound{done: make(chan struct{})},
 		leaderChangedC: make(chan struct{}),
+		removed:        make(map[uint64]bool),
+		failedc:        make(chan struct{}),
 		stopc:          make(chan struct{}),
 	}
 	waldir := filepath.Join(cfg.DataDir, "member", "wal")
@@ -149,6 +165,9 @@ func NewNode(cfg Config) (*Node, error) {
 		CheckQuorum:     true,
 		PreVote:         true,
 		Logger:          raftLogger{cfg.Logger.With("component", "raft")},
+		// A removed leader steps down at once instead of leading a
+		// configuration it is not part of until its lease runs out.
+		StepDownOnRemoval: true,
 	}
 
 	var peers []Peer
@@ -159,12 +178,17 @@ func NewNode(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("create wal in %s: %w", waldir, err)
 		}
 		n.wal = w
-		rpeers := make([]raft.Peer, 0, len(cfg.Peers))
-		for _, p := range cfg.Peers {
-			ctx, _ := json.Marshal(p)
-			rpeers = append(rpeers, raft.Peer{ID: p.ID, Context: ctx})
+		if cfg.Join {
+			// The leader sends the configuration (in a snapshot or the log).
+			n.raft = raft.RestartNode(rcfg)
+		} else {
+			rpeers := make([]raft.Peer, 0, len(cfg.Peers))
+			for _, p := range cfg.Peers {
+				ctx, _ := json.Marshal(p)
+				rpeers = append(rpeers, raft.Peer{ID: p.ID, Context: ctx})
+			}
+			n.raft = raft.StartNode(rcfg, rpeers)
 		}
-		n.raft = raft.StartNode(rcfg, rpeers)
 		peers = cfg.Peers
 	} else {
 		if err := n.replayWAL(waldir); err != nil {
@@ -179,6 +203,9 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 	n.applied.Store(n.sm.AppliedIndex())
 	n.appliedW = newIndexWait(n.applied.Load())
+	if err := n.loadRemoved(); err != nil {
+		return nil, err
+	}
 
 	n.transport = NewGRPCTransport(TransportConfig{
 		ID:          cfg.ID,
@@ -187,6 +214,8 @@ func NewNode(cfg Config) (*Node, error) {
 		Logger:      cfg.Logger.With("component", "transport"),
 		Drop:        cfg.Drop,
 		DialTimeout: time.Second,
+		IsRemoved:   n.isRemoved,
+		OnRemoved:   func(by uint64) { n.fail(fmt.Errorf("%w: member %x refuses its messages", ErrRemoved, by)) },
 	})
 	for _, p := range peers {
 		if p.ID != cfg.ID {
@@ -196,6 +225,12 @@ func NewNode(cfg Config) (*Node, error) {
 	n.peerServer = grpc.NewServer(ServerOptions()...)
 	n.transport.Register(n.peerServer)
 	return n, nil
+}
+
+// HasWAL reports whether dataDir holds a WAL, i.e. whether a node started
+// on it restarts rather than starts.
+func HasWAL(dataDir string) bool {
+	return wal.Exist(filepath.Join(dataDir, "member", "wal"))
 }
 
 // replayWAL loads the newest snapshot and the WAL after it into raft's storage.
@@ -413,7 +448,50 @@ func hasConfChange(ents []raftpb.Entry) bool {
 
 func (n *Node) fatal(what string, err error) {
 	n.lg.Error("raft loop stopped: cannot persist", "what", what, "err", err)
-	go n.Stop()
+	n.fail(fmt.Errorf("consensus: %s: %w", what, err))
+}
+
+// fail stops the node on its own account; Failed and Err tell its owner why.
+func (n *Node) fail(err error) {
+	n.failOnce.Do(func() {
+		n.failErr = err
+		close(n.failedc)
+		go n.Stop()
+	})
+}
+
+// Failed returns a channel closed when the node stopped itself: it was
+// removed from the cluster, found its log lost, or could not persist. Err
+// then says why.
+func (n *Node) Failed() <-chan struct{} { return n.failedc }
+
+// Err returns why the node stopped itself, once Failed is closed.
+func (n *Node) Err() error {
+	select {
+	case <-n.failedc:
+		return n.failErr
+	default:
+		return nil
+	}
+}
+
+func (n *Node) loadRemoved() error {
+	ids, err := n.sm.RemovedMembers()
+	if err != nil {
+		return fmt.Errorf("read removed members: %w", err)
+	}
+	n.removedMu.Lock()
+	defer n.removedMu.Unlock()
+	for _, id := range ids {
+		n.removed[id] = true
+	}
+	return nil
+}
+
+func (n *Node) isRemoved(id uint64) bool {
+	n.removedMu.RLock()
+	defer n.removedMu.RUnlock()
+	return n.removed[id]
 }
 
 func (n *Node) setLeader(lead uint64, isLeader bool) {
@@ -518,6 +596,9 @@ func (n *Node) restoreSnapshot(s raftpb.Snapshot) error {
 			n.transport.AddPeer(p.ID, p.Addr)
 		}
 	}
+	if err := n.loadRemoved(); err != nil {
+		return err
+	}
 	n.setApplied(applied)
 	n.lg.Info("restored snapshot", "index", idx, "applied", applied)
 	return nil
@@ -590,12 +671,58 @@ func (n *Node) applyConfChange(e raftpb.Entry) {
 		if err := json.Unmarshal(cc.Context, &p); err == nil && p.ID != n.cfg.ID && p.Addr != "" {
 			n.transport.AddPeer(p.ID, p.Addr)
 		}
+		n.lg.Info("member added", "id", fmtID(cc.NodeID), "name", p.Name, "peer", p.Addr,
+			"learner", cc.Type == raftpb.ConfChangeAddLearnerNode, "index", e.Index)
 	case raftpb.ConfChangeRemoveNode:
+		n.removedMu.Lock()
+		n.removed[cc.NodeID] = true
+		n.removedMu.Unlock()
+		n.lg.Info("member removed", "id", fmtID(cc.NodeID), "index", e.Index)
 		if cc.NodeID != n.cfg.ID {
 			n.transport.RemovePeer(cc.NodeID)
 		}
 	}
 	n.setApplied(e.Index)
+	if cc.ID != 0 {
+		n.waits.trigger(cc.ID, Result{ID: cc.ID, Value: *cs})
+	}
+	if cc.Type == raftpb.ConfChangeRemoveNode && cc.NodeID == n.cfg.ID {
+		n.fail(fmt.Errorf("%w at raft index %d", ErrRemoved, e.Index))
+	}
+}
+
+// ProposeConfChange replicates a membership change and waits until this
+// member has applied it, returning the configuration after it. Raft takes one
+// change at a time: one proposed while another is pending is dropped by the
+// leader, and the wait then ends with ctx.
+func (n *Node) ProposeConfChange(ctx context.Context, cc raftpb.ConfChange) (raftpb.ConfState, error) {
+	select {
+	case <-n.stopc:
+		return raftpb.ConfState{}, ErrStopped
+	default:
+	}
+	if n.lead.Load() == 0 {
+		return raftpb.ConfState{}, ErrNoLeader
+	}
+	cc.ID = n.ids.next()
+	ch := n.waits.register(cc.ID)
+	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
+		n.waits.cancel(cc.ID)
+		return raftpb.ConfState{}, fmt.Errorf("%w: %v", ErrNoLeader, err)
+	}
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return raftpb.ConfState{}, r.Err
+		}
+		cs, _ := r.Value.(raftpb.ConfState)
+		return cs, nil
+	case <-ctx.Done():
+		n.waits.cancel(cc.ID)
+		return raftpb.ConfState{}, ctx.Err()
+	case <-n.stopc:
+		return raftpb.ConfState{}, ErrStopped
+	}
 }
 
 func (n *Node) setApplied(idx uint64) {
@@ -827,6 +954,19 @@ func (n *Node) readIndex() (uint64, error) {
 
 // Process implements Handler.
 func (n *Node) Process(ctx context.Context, m raftpb.Message) error {
+	if m.Type == raftpb.MsgHeartbeat {
+		// The leader's heartbeat carries a commit index no higher than what
+		// this member acknowledged, and it acknowledges only what its WAL
+		// holds. A commit beyond the log means the WAL lost acknowledged
+		// entries: raft would panic on it; stop with the reason instead.
+		if last, err := n.storage.LastIndex(); err == nil && m.Commit > last {
+			err := fmt.Errorf("%w: leader %x says index %d is committed here, but this member's log ends at %d (was %s wiped or replaced?); remove the member (catctl member remove %x) and add it back with --join and an empty data dir",
+				ErrDataLoss, m.From, m.Commit, last, n.cfg.DataDir, n.cfg.ID)
+			n.lg.Error("stopping: raft log lost", "err", err)
+			n.fail(err)
+			return err
+		}
+	}
 	return n.raft.Step(ctx, m)
 }
 
@@ -839,8 +979,29 @@ func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
 }
 
 // OpenSnapshotDB implements Handler.
-func (n *Node) OpenSnapshotDB(raftpb.Message) (io.ReadCloser, int64, error) {
-	return n.sm.SnapshotDB()
+//
+// The snapshot raft asks to send may predate the latest membership change
+// (a learner just added is not in it, and raft would refuse it). As etcd
+// does, the database is copied as it is now and the message describes that
+// copy: its applied index, the term of that index and its configuration.
+func (n *Node) OpenSnapshotDB(m raftpb.Message) (raftpb.Message, io.ReadCloser, int64, error) {
+	snap, err := n.sm.OpenSnapshot()
+	if err != nil {
+		return m, nil, 0, err
+	}
+	if m.Snapshot == nil || snap.Index < m.Snapshot.Metadata.Index {
+		return m, snap, snap.Size, nil
+	}
+	term, err := n.storage.Term(snap.Index)
+	if err != nil || len(snap.ConfState.Voters) == 0 {
+		// Compacted away meanwhile or no configuration recorded: send what
+		// raft asked for (the copy is at or after it, which apply tolerates).
+		return m, snap, snap.Size, nil
+	}
+	s := *m.Snapshot
+	s.Metadata = raftpb.SnapshotMetadata{Index: snap.Index, Term: term, ConfState: snap.ConfState}
+	m.Snapshot = &s
+	return m, snap, snap.Size, nil
 }
 
 // ReceiveSnapshotDB implements Handler.
@@ -864,6 +1025,28 @@ type Status struct {
 // Status returns the node's current raft status.
 func (n *Node) Status() Status {
 	return Status{Status: n.raft.Status(), Applied: n.applied.Load(), Active: n.transport.ActivePeers()}
+}
+
+// PendingConfChange reports whether the log holds a membership change that
+// is not applied yet here (raft drops a new one proposed meanwhile).
+func (n *Node) PendingConfChange() bool {
+	last, err := n.storage.LastIndex()
+	if err != nil {
+		return false
+	}
+	for lo := n.applied.Load() + 1; lo <= last; {
+		ents, err := n.storage.Entries(lo, last+1, 4<<20)
+		if err != nil || len(ents) == 0 {
+			return false
+		}
+		for i := range ents {
+			if ents[i].Type != raftpb.EntryNormal {
+				return true
+			}
+		}
+		lo = ents[len(ents)-1].Index + 1
+	}
+	return false
 }
 
 // Leader returns the current leader's id (0 when none is known).
@@ -901,33 +1084,47 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 // TransferLeadership hands leadership to the most caught-up healthy voter, if
 // this member leads, and waits until the leader changed or ctx ends.
 func (n *Node) TransferLeadership(ctx context.Context) error {
+	return n.TransferLeadershipTo(ctx, 0)
+}
+
+// TransferLeadershipTo hands leadership to the voter target (0: the most
+// caught-up healthy voter), if this member leads, and waits until the leader
+// changed or ctx ends.
+func (n *Node) TransferLeadershipTo(ctx context.Context, target uint64) error {
 	st := n.raft.Status()
 	if st.RaftState != raft.StateLeader {
 		return nil
 	}
-	active := n.transport.ActivePeers()
-	var target, best uint64
-	voters := 0
-	for id, pr := range st.Progress {
-		if id == st.ID || pr.IsLearner {
-			continue
-		}
-		voters++
-		if !active[id] {
-			continue
-		}
-		if target == 0 || pr.Match > best {
-			target, best = id, pr.Match
-		}
-	}
-	if voters == 0 {
-		return nil // a single-member cluster has nobody to hand over to
-	}
 	if target == 0 {
-		return errors.New("consensus: no healthy voter to hand leadership to")
+		active := n.transport.ActivePeers()
+		var best uint64
+		voters := 0
+		for id, pr := range st.Progress {
+			if id == st.ID || pr.IsLearner {
+				continue
+			}
+			voters++
+			if !active[id] {
+				continue
+			}
+			if target == 0 || pr.Match > best {
+				target, best = id, pr.Match
+			}
+		}
+		if voters == 0 {
+			return nil // a single-member cluster has nobody to hand over to
+		}
+		if target == 0 {
+			return errors.New("consensus: no healthy voter to hand leadership to")
+		}
 	}
 	changed := n.leaderChanged()
 	n.raft.TransferLeadership(ctx, st.ID, target)
+	// The target ignores the leader's MsgTimeoutNow while it has a
+	// membership change left to apply (a learner just promoted, say), and
+	// raft abandons the transfer after an election timeout: ask again then.
+	again := time.NewTicker(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks))
+	defer again.Stop()
 	for {
 		select {
 		case <-changed:
@@ -935,6 +1132,10 @@ func (n *Node) TransferLeadership(ctx context.Context) error {
 				return nil
 			}
 			changed = n.leaderChanged()
+		case <-again.C:
+			if n.lead.Load() == st.ID {
+				n.raft.TransferLeadership(ctx, st.ID, target)
+			}
 		case <-ctx.Done():
 			return fmt.Errorf("hand leadership to %x: %w", target, ctx.Err())
 		case <-n.stopc:

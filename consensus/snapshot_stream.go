@@ -70,15 +70,15 @@ func (p *peer) streamSnapshot(m raftpb.Message) (int64, error) {
 	if p.conn == nil {
 		return 0, p.connErr
 	}
-	msg, err := m.Marshal()
-	if err != nil {
-		return 0, fmt.Errorf("marshal MsgSnap: %w", err)
-	}
-	db, size, err := p.t.cfg.Handler.OpenSnapshotDB(m)
+	m, db, size, err := p.t.cfg.Handler.OpenSnapshotDB(m)
 	if err != nil {
 		return 0, fmt.Errorf("open snapshot database: %w", err)
 	}
 	defer db.Close()
+	msg, err := m.Marshal()
+	if err != nil {
+		return 0, fmt.Errorf("marshal MsgSnap: %w", err)
+	}
 
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()

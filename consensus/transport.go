@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,23 @@ type TransportConfig struct {
 	// DialTimeout bounds opening a stream to a peer (connect and HTTP/2
 	// handshake); default 2s.
 	DialTimeout time.Duration
+	// IsRemoved, if set, reports whether a member was removed from the
+	// cluster; its batches and snapshots are refused with removedStatus.
+	IsRemoved func(id uint64) bool
+	// OnRemoved, if set, is called when a peer refuses this member as
+	// removed (by is the refusing peer).
+	OnRemoved func(by uint64)
+}
+
+// removedMessage marks the refusal of a removed member's messages, so that
+// the sender recognises it (codes.PermissionDenied with this text).
+const removedMessage = "was removed from the cluster"
+
+// isRemovedRefusal reports whether err is a peer's refusal of this member
+// as removed.
+func isRemovedRefusal(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.PermissionDenied && strings.Contains(st.Message(), removedMessage)
 }
 
 // A GRPCTransport is a Transport that carries raft messages over gRPC: a
@@ -318,6 +336,9 @@ func (t *GRPCTransport) checkEnvelope(clusterID, from, to uint64) error {
 			"member id mismatch: member %s sent to member %s, but this is member %s",
 			fmtID(from), fmtID(to), fmtID(t.cfg.ID))
 	}
+	if t.cfg.IsRemoved != nil && t.cfg.IsRemoved(from) {
+		return status.Errorf(codes.PermissionDenied, "member %s %s %s", fmtID(from), removedMessage, fmtID(clusterID))
+	}
 	return nil
 }
 
@@ -416,6 +437,10 @@ func (p *peer) run() {
 			level = slog.LevelDebug
 		}
 		lastErr = err.Error()
+		if isRemovedRefusal(err) && p.t.cfg.OnRemoved != nil {
+			p.logger.Error("peer refuses this member: it was removed from the cluster", "err", err)
+			p.t.cfg.OnRemoved(p.id)
+		}
 		p.logger.Log(p.ctx, level, "raft stream to peer failed", "err", err, "retry_in", delay)
 		p.t.cfg.Handler.ReportUnreachable(p.id)
 		if !p.discardFor(delay) {

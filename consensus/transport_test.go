@@ -87,14 +87,14 @@ func (h *recordingHandler) ReportSnapshot(id uint64, st raft.SnapshotStatus) {
 	h.snapReports = append(h.snapReports, snapshotReport{id, st})
 }
 
-func (h *recordingHandler) OpenSnapshotDB(raftpb.Message) (io.ReadCloser, int64, error) {
+func (h *recordingHandler) OpenSnapshotDB(m raftpb.Message) (raftpb.Message, io.ReadCloser, int64, error) {
 	h.mu.Lock()
 	h.calls++
 	h.mu.Unlock()
 	if h.openErr != nil {
-		return nil, 0, h.openErr
+		return m, nil, 0, h.openErr
 	}
-	return io.NopCloser(bytes.NewReader(h.snapshotDB)), int64(len(h.snapshotDB)), nil
+	return m, io.NopCloser(bytes.NewReader(h.snapshotDB)), int64(len(h.snapshotDB)), nil
 }
 
 func (h *recordingHandler) ReceiveSnapshotDB(_ raftpb.Message, r io.Reader) error {

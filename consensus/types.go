@@ -37,13 +37,26 @@ type StateMachine interface {
 	// Members returns the members the state machine has recorded; on restart
 	// the node connects to them.
 	Members() ([]Peer, error)
-	// SnapshotDB opens a consistent copy of the state machine's database for
-	// sending to a lagging follower. Its applied index is at or above the
-	// snapshot being sent.
-	SnapshotDB() (rc io.ReadCloser, size int64, err error)
+	// RemovedMembers returns the ids of members removed from the cluster;
+	// their messages are refused so that they learn of it and stop.
+	RemovedMembers() ([]uint64, error)
+	// OpenSnapshot opens a consistent copy of the state machine's database
+	// for sending to a lagging follower, with the applied index and the
+	// configuration that copy holds.
+	OpenSnapshot() (SnapshotData, error)
 	// RestoreDB replaces the state machine's database with the file at path (a
 	// database received with a raft snapshot).
 	RestoreDB(path string) error
+}
+
+// SnapshotData is a consistent copy of the state machine's database.
+type SnapshotData struct {
+	io.ReadCloser
+	Size int64
+	// Index is the last raft index applied to the copy; ConfState the
+	// configuration after it (empty if the state machine recorded none).
+	Index     uint64
+	ConfState raftpb.ConfState
 }
 
 // A Result is the outcome of applying one entry.
@@ -73,8 +86,10 @@ type Handler interface {
 	ReportUnreachable(id uint64)
 	// ReportSnapshot tells raft how sending a snapshot to id ended.
 	ReportSnapshot(id uint64, status raft.SnapshotStatus)
-	// OpenSnapshotDB opens the database to stream with the MsgSnap m.
-	OpenSnapshotDB(m raftpb.Message) (rc io.ReadCloser, size int64, err error)
+	// OpenSnapshotDB opens the database to stream with the MsgSnap m. It
+	// returns the message to send, whose snapshot metadata it may replace to
+	// describe the database (its index, term and configuration).
+	OpenSnapshotDB(m raftpb.Message) (msg raftpb.Message, rc io.ReadCloser, size int64, err error)
 	// ReceiveSnapshotDB stores a streamed database for the MsgSnap m; the
 	// node restores it when raft applies that snapshot.
 	ReceiveSnapshotDB(m raftpb.Message, r io.Reader) error
@@ -89,7 +104,11 @@ type Config struct {
 	ID        uint64
 	ClusterID uint64
 	// Peers is the initial cluster; used only when the data dir holds no WAL.
+	// With Join, they are the members of the running cluster this node was
+	// added to, and the node starts with no configuration of its own: it
+	// learns it from the leader.
 	Peers   []Peer
+	Join    bool
 	DataDir string
 
 	TickInterval   time.Duration // default 100ms

@@ -100,6 +100,14 @@ func (c *Config) Validate() error {
 	if c.RequestTimeout <= 0 {
 		return errors.New("request timeout must be positive")
 	}
+	if c.Join != "" {
+		if c.InitialCluster != "" {
+			return fmt.Errorf("--join %s and --initial-cluster exclude each other: --initial-cluster starts a new cluster, --join adds this server to a running one", c.Join)
+		}
+		if _, _, err := net.SplitHostPort(c.Join); err != nil {
+			return fmt.Errorf("--join %q is not host:port (the client address of a running member): %v", c.Join, err)
+		}
+	}
 	members, err := c.members()
 	if err != nil {
 		return err

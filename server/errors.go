@@ -41,6 +41,14 @@ var errorTable = []struct {
 	{consensus.ErrStopped, grpcError{codes.Unavailable, catalogpb.ErrorReason_STOPPED}},
 	{consensus.ErrTimeout, grpcError{codes.DeadlineExceeded, catalogpb.ErrorReason_TIMEOUT}},
 	{errRequestTimeout, grpcError{codes.DeadlineExceeded, catalogpb.ErrorReason_TIMEOUT}},
+	{errMemberNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_MEMBER_NOT_FOUND}},
+	{errMemberExists, grpcError{codes.AlreadyExists, catalogpb.ErrorReason_MEMBER_EXISTS}},
+	{errMemberNotLearner, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_MEMBER_NOT_LEARNER}},
+	{errLearnerNotReady, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_LEARNER_NOT_READY}},
+	{errUnhealthyCluster, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_UNHEALTHY_CLUSTER}},
+	{errChangeInProgress, grpcError{codes.Aborted, catalogpb.ErrorReason_MEMBERSHIP_CHANGE_IN_PROGRESS}},
+	{errTooManyLearners, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_TOO_MANY_LEARNERS}},
+	{errInvalidMember, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_ARGUMENT}},
 }
 
 // errRequestTimeout means the server's own deadline for a request passed (the

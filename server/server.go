@@ -54,8 +54,15 @@ type Server struct {
 	grpcServer               *grpc.Server
 	httpServer               *http.Server
 
+	// memberMu makes this leader's membership changes one at a time.
+	memberMu sync.Mutex
+	// peerClients are connections to other members' client addresses, for
+	// forwarding membership requests to the leader.
+	peerClients clientConns
+
 	stopOnce sync.Once
 	stopc    chan struct{}
+	donec    chan struct{}
 	wg       sync.WaitGroup
 }
 
@@ -74,15 +81,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	lg = lg.With("member", cfg.Name)
 	peers, _ := cfg.members()
-	s := &Server{cfg: cfg, lg: lg, metrics: metrics.New(), stopc: make(chan struct{})}
+	s := &Server{cfg: cfg, lg: lg, metrics: metrics.New(), stopc: make(chan struct{}), donec: make(chan struct{})}
 	for _, p := range peers {
 		if p.Name == cfg.Name {
 			s.id = p.ID
 		}
 	}
 	s.clusterID = clusterID(peers)
+	joined, err := readJoinInfo(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 
-	var err error
 	if s.clientLn, err = listen("--client-addr", cfg.ClientAddr); err != nil {
 		return nil, err
 	}
@@ -95,6 +105,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
+	if joined == nil && cfg.Join != "" && !consensus.HasWAL(cfg.DataDir) {
+		// Listening already, so the leader reaches this server as soon as
+		// it is added.
+		if joined, err = joinCluster(context.Background(), cfg, lg); err == nil {
+			err = writeJoinInfo(cfg.DataDir, joined)
+		}
+		if err != nil {
+			s.closeListeners()
+			return nil, err
+		}
+	}
+	if joined != nil {
+		s.id, s.clusterID, peers = joined.MemberID, joined.ClusterID, joined.Members
+	}
+
 	s.sm, err = openStateMachine(filepath.Join(cfg.DataDir, "member", "state"), cfg.EventHistory, lg, s.metrics)
 	if err != nil {
 		s.closeListeners()
@@ -105,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		ID:             s.id,
 		ClusterID:      s.clusterID,
 		Peers:          peers,
+		Join:           joined != nil,
 		DataDir:        cfg.DataDir,
 		TickInterval:   cfg.TickInterval,
 		ElectionTicks:  cfg.ElectionTicks,
@@ -181,7 +207,22 @@ func (s *Server) closeListeners() {
 // address once a leader is known.
 func (s *Server) Start() {
 	s.node.Start()
-	s.wg.Add(3)
+	go func() {
+		// Not in wg: it may call Stop, which waits for wg.
+		select {
+		case <-s.node.Failed():
+			s.lg.Error("stopping: raft stopped", "err", s.node.Err())
+			s.Stop(context.Background())
+		case <-s.stopc:
+		}
+	}()
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		if s.cfg.AutoPromote {
+			s.autoPromote()
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpcServer.Serve(s.clientLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -250,11 +291,26 @@ func (s *Server) Stop(ctx context.Context) {
 		hcancel()
 		s.node.Stop()
 		s.wg.Wait()
+		s.peerClients.close()
 		if err := s.sm.close(); err != nil {
 			s.lg.Warn("close database", "err", err)
 		}
 		s.lg.Info("catalogd stopped")
+		close(s.donec)
 	})
+}
+
+// Done returns a channel closed once the server has stopped, whether asked
+// to or on its own (removed from the cluster, log lost, disk failure).
+func (s *Server) Done() <-chan struct{} { return s.donec }
+
+// Err says why the server stopped on its own, nil if it did not.
+func (s *Server) Err() error {
+	err := s.node.Err()
+	if errors.Is(err, consensus.ErrRemoved) {
+		return fmt.Errorf("%w; to add this server back, empty --data-dir %s and start it with --join <client address of a member>", err, s.cfg.DataDir)
+	}
+	return err
 }
 
 // Run starts a server from cfg and serves until ctx ends.
@@ -264,9 +320,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	s.Start()
-	<-ctx.Done()
-	s.Stop(context.Background())
-	return nil
+	select {
+	case <-ctx.Done():
+		s.Stop(context.Background())
+	case <-s.donec:
+	}
+	<-s.donec
+	return s.Err()
 }
 
 // ID returns this member's id.

@@ -29,6 +29,9 @@ var (
 	metaBucket    = []byte("meta")
 	membersBucket = []byte("members")
 	eventsBucket  = []byte("events")
+	// removedBucket holds the ids of removed members (key: id, value: the
+	// raft index of the removal): their messages are refused.
+	removedBucket = []byte("removed_members")
 
 	keyAppliedIndex   = []byte("applied_index")
 	keyRevision       = []byte("revision")
@@ -98,7 +101,7 @@ func (sm *stateMachine) open() error {
 		return fmt.Errorf("open %s: %w", sm.path, err)
 	}
 	err = db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{metaBucket, membersBucket, eventsBucket} {
+		for _, b := range [][]byte{metaBucket, membersBucket, eventsBucket, removedBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -318,6 +321,7 @@ func (sm *stateMachine) ApplyConfChange(index uint64, cc raftpb.ConfChange, cs r
 			if err := b.Delete(idKey(cc.NodeID)); err != nil {
 				return err
 			}
+			putUint(tx.Bucket(removedBucket), idKey(cc.NodeID), index)
 		}
 		meta := tx.Bucket(metaBucket)
 		csb, err := cs.Marshal()
@@ -350,6 +354,20 @@ func (sm *stateMachine) Members() ([]consensus.Peer, error) {
 	return out, nil
 }
 
+// RemovedMembers implements consensus.StateMachine.
+func (sm *stateMachine) RemovedMembers() ([]uint64, error) {
+	var ids []uint64
+	err := sm.view(func(tx *bbolt.Tx) error {
+		return tx.Bucket(removedBucket).ForEach(func(k, _ []byte) error {
+			if len(k) == 8 {
+				ids = append(ids, binary.BigEndian.Uint64(k))
+			}
+			return nil
+		})
+	})
+	return ids, err
+}
+
 func (sm *stateMachine) members() ([]member, error) {
 	var out []member
 	err := sm.view(func(tx *bbolt.Tx) error {
@@ -366,23 +384,40 @@ func (sm *stateMachine) members() ([]member, error) {
 	return out, err
 }
 
-// SnapshotDB implements consensus.StateMachine: a read transaction's
-// consistent view of the whole database, streamed.
+// SnapshotDB is a read transaction's consistent view of the whole
+// database, streamed.
 func (sm *stateMachine) SnapshotDB() (io.ReadCloser, int64, error) {
+	snap, err := sm.OpenSnapshot()
+	if err != nil {
+		return nil, 0, err
+	}
+	return snap, snap.Size, nil
+}
+
+// OpenSnapshot implements consensus.StateMachine.
+func (sm *stateMachine) OpenSnapshot() (consensus.SnapshotData, error) {
 	sm.mu.RLock()
 	tx, err := sm.db.Begin(false)
 	sm.mu.RUnlock()
 	if err != nil {
-		return nil, 0, fmt.Errorf("begin snapshot transaction: %w", err)
+		return consensus.SnapshotData{}, fmt.Errorf("begin snapshot transaction: %w", err)
 	}
-	size := tx.Size()
+	meta := tx.Bucket(metaBucket)
+	snap := consensus.SnapshotData{Size: tx.Size(), Index: getUint(meta, keyAppliedIndex)}
+	if raw := meta.Get(keyConfState); raw != nil {
+		if err := snap.ConfState.Unmarshal(raw); err != nil {
+			tx.Rollback()
+			return consensus.SnapshotData{}, fmt.Errorf("decode stored configuration: %w", err)
+		}
+	}
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := tx.WriteTo(pw)
 		tx.Rollback()
 		pw.CloseWithError(err)
 	}()
-	return pr, size, nil
+	snap.ReadCloser = pr
+	return snap, nil
 }
 
 // RestoreDB implements consensus.StateMachine: the database received with a

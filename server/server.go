@@ -92,6 +92,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !consensus.HasWAL(cfg.DataDir) {
+		if err := checkRestored(cfg); err != nil {
+			return nil, err
+		}
+	}
 
 	if s.clientLn, err = listen("--client-addr", cfg.ClientAddr); err != nil {
 		return nil, err

@@ -33,6 +33,21 @@ var (
 	// ErrUnavailable means no server could be reached (gRPC code Unavailable
 	// without a catalogd reason).
 	ErrUnavailable = errors.New("sdk: server unavailable")
+
+	// Membership changes.
+	ErrMemberNotFound   = errors.New("sdk: member not found")
+	ErrMemberExists     = errors.New("sdk: member already exists")
+	ErrMemberNotLearner = errors.New("sdk: member is not a learner")
+	// ErrLearnerNotReady means the learner has not caught up with the leader
+	// yet; promote it later.
+	ErrLearnerNotReady = errors.New("sdk: learner not ready")
+	// ErrUnhealthyCluster means the change would leave the cluster without a
+	// healthy quorum; it was refused.
+	ErrUnhealthyCluster = errors.New("sdk: cluster unhealthy")
+	// ErrMembershipChangeInProgress means another membership change is still
+	// being applied; nothing was changed, try again.
+	ErrMembershipChangeInProgress = errors.New("sdk: membership change in progress")
+	ErrTooManyLearners            = errors.New("sdk: too many learners")
 )
 
 // errorDomain is the ErrorInfo domain of reasons set by catalogd servers.
@@ -62,6 +77,13 @@ var errorTable = []struct {
 	{catalogpb.ErrorReason_NO_LEADER, codes.Unavailable, ErrNoLeader},
 	{catalogpb.ErrorReason_STOPPED, codes.Unavailable, ErrStopped},
 	{catalogpb.ErrorReason_TIMEOUT, codes.DeadlineExceeded, ErrTimeout},
+	{catalogpb.ErrorReason_MEMBER_NOT_FOUND, codes.NotFound, ErrMemberNotFound},
+	{catalogpb.ErrorReason_MEMBER_EXISTS, codes.AlreadyExists, ErrMemberExists},
+	{catalogpb.ErrorReason_MEMBER_NOT_LEARNER, codes.FailedPrecondition, ErrMemberNotLearner},
+	{catalogpb.ErrorReason_LEARNER_NOT_READY, codes.FailedPrecondition, ErrLearnerNotReady},
+	{catalogpb.ErrorReason_UNHEALTHY_CLUSTER, codes.FailedPrecondition, ErrUnhealthyCluster},
+	{catalogpb.ErrorReason_MEMBERSHIP_CHANGE_IN_PROGRESS, codes.Aborted, ErrMembershipChangeInProgress},
+	{catalogpb.ErrorReason_TOO_MANY_LEARNERS, codes.FailedPrecondition, ErrTooManyLearners},
 
 	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.InvalidArgument, ErrInvalidArgument},
 	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.Unavailable, ErrUnavailable},

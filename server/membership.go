@@ -289,9 +289,10 @@ func (s *Server) memberAdd(ctx context.Context, req *catalogpb.MemberAddRequest)
 		if m.Name != req.GetName() && m.PeerAddr != req.GetPeerAddr() {
 			continue
 		}
-		if m.Name == req.GetName() && m.PeerAddr == req.GetPeerAddr() && m.ClientAddr == "" && m.IsLearner == req.GetIsLearner() {
-			// A joining server that was added but never started asks
-			// again after a crash: it gets the same member.
+		if m.Name == req.GetName() && m.PeerAddr == req.GetPeerAddr() && m.ClientAddr == "" {
+			// A member added (by catctl member add, or by a joining server
+			// that crashed before it started) and never started: the server
+			// joining as it gets that member.
 			return s.memberAddResponse(ctx, m.ID)
 		}
 		return nil, fmt.Errorf("%w: member %x is already named %q with peer address %s; names and peer addresses must be unique (remove it first to replace it)",

@@ -26,6 +26,9 @@ func main() {
 // run parses args, runs the server until SIGINT or SIGTERM and returns the
 // exit code: 0 after a clean stop, 1 (with one line on stderr) on an error.
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "restore" {
+		return runRestore(args[1:], stderr)
+	}
 	cfg, logLevel, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

@@ -1,6 +1,6 @@
 // Command catctl is the command-line client of catalogd, shaped like etcdctl:
-// one subcommand per noun (cluster, kv, bench), global flags for where the
-// servers are and how to print answers.
+// one subcommand per noun (cluster, member, snapshot, kv, bench), global
+// flags for where the servers are and how to print answers.
 //
 // It is built only on the sdk and api packages, never on server-side
 // packages: a test enforces it.

@@ -34,6 +34,7 @@ func TestFaultTable(t *testing.T) {
 	}{
 		{"nothing cut", func(*faultTable) {}, nil},
 		{"cut drops both directions", func(f *faultTable) { f.cutLink(0, 2) }, [][2]int{{0, 2}, {2, 0}}},
+		{"cutOneWay drops one direction", func(f *faultTable) { f.cutOneWay(2, 0) }, [][2]int{{2, 0}}},
 		{"isolate cuts every link of the member", func(f *faultTable) { f.isolate(1, n) }, [][2]int{{0, 1}, {1, 0}, {1, 2}, {2, 1}}},
 		{"heal restores everything", func(f *faultTable) { f.isolate(1, n); f.cutLink(0, 2); f.heal() }, nil},
 		{"healMember leaves other links cut", func(f *faultTable) { f.isolate(1, n); f.cutLink(0, 2); f.healMember(1) }, [][2]int{{0, 2}, {2, 0}}},

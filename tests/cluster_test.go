@@ -204,7 +204,9 @@ func TestLeaderLoss(t *testing.T) {
 
 			tc.stop(c, old)
 			notHanded := c.Logged(old, "leadership not handed over before shutdown")
-			if !tc.handsOver && notHanded == 0 {
+			// A SIGKILLed process says nothing; an in-process kill cuts the
+			// member off first, so its stop logs the failed handover.
+			if !tc.handsOver && notHanded == 0 && !c.Processes() {
 				t.Fatalf("member %d handed leadership over as it went; this case needs the others to elect a leader unaided", old)
 			}
 			if tc.handsOver && notHanded != 0 {

@@ -448,6 +448,10 @@ func (c *Cluster) spec(i int) memberSpec {
 	return c.specs[i]
 }
 
+// Processes reports whether the members are catalogd processes (a killed
+// process logs nothing, unlike an in-process member).
+func (c *Cluster) Processes() bool { return c.processes }
+
 // Size returns the number of members, running or not, removed or not.
 func (c *Cluster) Size() int {
 	c.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -100,6 +101,7 @@ type Node struct {
 	leaderChangedC chan struct{}
 
 	lead      atomic.Uint64
+	lastLead  atomic.Uint64 // the last leader known, kept while there is none
 	term      atomic.Uint64
 	committed atomic.Uint64
 	applied   atomic.Uint64
@@ -111,6 +113,9 @@ type Node struct {
 
 	removedMu sync.RWMutex
 	removed   map[uint64]bool
+
+	// campaignSoon is set while a campaign for a dead leader is scheduled.
+	campaignSoon atomic.Bool
 
 	// failOnce records why the node stopped itself (removal, data loss, a
 	// disk that refuses writes); failedc is closed then.
@@ -216,6 +221,7 @@ func NewNode(cfg Config) (*Node, error) {
 		DialTimeout: time.Second,
 		IsRemoved:   n.isRemoved,
 		OnRemoved:   func(by uint64) { n.fail(fmt.Errorf("%w: member %x refuses its messages", ErrRemoved, by)) },
+		OnPeerDown:  n.peerDown,
 	})
 	for _, p := range peers {
 		if p.ID != cfg.ID {
@@ -299,7 +305,8 @@ func (n *Node) replayWAL(waldir string) error {
 
 // Start runs the node's loops and serves the peer transport.
 func (n *Node) Start() {
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go func() { defer n.wg.Done(); n.silentPeersLoop() }()
 	go func() { defer n.wg.Done(); n.run() }()
 	go func() { defer n.wg.Done(); n.applyLoop() }()
 	go func() { defer n.wg.Done(); n.proposeLoop() }()
@@ -497,6 +504,9 @@ func (n *Node) isRemoved(id uint64) bool {
 func (n *Node) setLeader(lead uint64, isLeader bool) {
 	if old := n.lead.Swap(lead); old == lead {
 		return
+	}
+	if lead != 0 {
+		n.lastLead.Store(lead)
 	}
 	if lead != 0 {
 		addCounter(n.m.LeaderChanges, 1)
@@ -843,8 +853,13 @@ func (n *Node) proposeLoop() {
 				}
 			}
 			var err error
-			if n.lead.Load() == 0 {
+			if lead := n.lead.Load(); lead == 0 {
 				err = ErrNoLeader
+			} else if lead != n.cfg.ID && !n.transport.PeerActive(lead) {
+				// Raft would forward the entries into a queue that is being
+				// discarded: refuse them now, so the caller tries elsewhere
+				// instead of waiting out its deadline.
+				err = fmt.Errorf("%w: leader %x is unreachable from this member", ErrNoLeader, lead)
 			} else if serr := n.raft.Step(ctx, raftpb.Message{Type: raftpb.MsgProp, Entries: ents}); serr != nil {
 				err = fmt.Errorf("%w: %v", ErrNoLeader, serr)
 			}
@@ -1025,6 +1040,78 @@ type Status struct {
 // Status returns the node's current raft status.
 func (n *Node) Status() Status {
 	return Status{Status: n.raft.Status(), Applied: n.applied.Load(), Active: n.transport.ActivePeers()}
+}
+
+// silentPeersLoop renews, while this member leads, the stream to every
+// follower that has stopped answering although its stream looks up: raft
+// would keep sending into a stream nobody reads. Raft clears a follower's
+// RecentActive every election timeout and sets it again at its next answer,
+// so a healthy follower is seen inactive only just after a clearing. The
+// check runs every ElectionTicks/2+1 ticks, out of step with the clearing,
+// and a follower must be inactive at two checks in a row.
+func (n *Node) silentPeersLoop() {
+	t := time.NewTicker(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks/2+1))
+	defer t.Stop()
+	silent := map[uint64]bool{}
+	for {
+		select {
+		case <-t.C:
+		case <-n.stopc:
+			return
+		}
+		if n.lead.Load() != n.cfg.ID {
+			clear(silent)
+			continue
+		}
+		st := n.raft.Status()
+		for id, pr := range st.Progress {
+			if id == st.ID || pr.RecentActive || !n.transport.PeerActive(id) {
+				delete(silent, id)
+				continue
+			}
+			if silent[id] {
+				n.lg.Warn("renewing the raft stream to a peer that does not answer over it", "peer", fmtID(id))
+				n.transport.ResetPeer(id)
+				delete(silent, id)
+				continue
+			}
+			silent[id] = true
+		}
+	}
+}
+
+// peerDown is told by the transport that peer id's host refused a
+// connection: its process is gone. If id led, waiting out an election
+// timeout (1-2 s by default) before anyone campaigns gains nothing, so this
+// member campaigns now, the way a leadership transfer does (no pre-vote, and
+// voters grant it although they heard from the leader within their lease).
+// That is safe: raft's safety does not rest on when elections start, and
+// reads use ReadIndex, never the lease. A random delay of up to a tick lets
+// one follower win before the others start.
+func (n *Node) peerDown(id uint64) {
+	lead := n.lead.Load()
+	if id == n.cfg.ID || (lead != id && (lead != 0 || n.lastLead.Load() != id)) {
+		return
+	}
+	if !n.campaignSoon.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(rand.N(n.cfg.TickInterval), func() {
+		defer n.campaignSoon.Store(false)
+		if l := n.lead.Load(); l != id && l != 0 {
+			return // another member leads already
+		}
+		select {
+		case <-n.stopc:
+			return
+		default:
+		}
+		n.lg.Info("leader's process is gone (its host refuses connections): campaigning now", "leader", fmtID(id))
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.TickInterval)
+		defer cancel()
+		// Raft starts a transfer campaign on MsgTimeoutNow from its leader.
+		_ = n.raft.Step(ctx, raftpb.Message{Type: raftpb.MsgTimeoutNow, From: id, To: n.cfg.ID, Term: n.term.Load()})
+	})
 }
 
 // PendingConfChange reports whether the log holds a membership change that

@@ -89,6 +89,16 @@ type TransportConfig struct {
 	// OnRemoved, if set, is called when a peer refuses this member as
 	// removed (by is the refusing peer).
 	OnRemoved func(by uint64)
+	// OnPeerDown, if set, is called when a peer's host refuses the
+	// connection: nothing listens on its peer address, so its process is
+	// gone (a partition or a paused process times out instead).
+	OnPeerDown func(id uint64)
+}
+
+// isConnRefused reports whether err is a refused connection (the peer's
+// host answers, its process does not). gRPC keeps only the dial error's text.
+func isConnRefused(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection refused")
 }
 
 // removedMessage marks the refusal of a removed member's messages, so that
@@ -288,6 +298,29 @@ func (t *GRPCTransport) ActivePeers() map[uint64]bool {
 	return active
 }
 
+// ResetPeer makes the writer to peer id open a new stream. The node asks
+// for it when raft hears nothing back from a peer whose stream looks up: a
+// stream can outlive what it carries (a peer stopped and resumed, say), and
+// a new one costs a round trip.
+func (t *GRPCTransport) ResetPeer(id uint64) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if p, ok := t.peers[id]; ok && p.active.Load() {
+		select {
+		case p.resetC <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// PeerActive reports whether the stream to peer id is up.
+func (t *GRPCTransport) PeerActive(id uint64) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	p, ok := t.peers[id]
+	return ok && p.active.Load()
+}
+
 // Stop closes every stream, refuses further incoming messages and waits for
 // the transport's goroutines and its calls into the Handler to end. It does
 // not stop the gRPC server given to Register.
@@ -361,6 +394,8 @@ type peer struct {
 	// wg counts the writer and the snapshot senders.
 	wg     sync.WaitGroup
 	active atomic.Bool
+	// resetC asks the writer to drop its stream and open a new one.
+	resetC chan struct{}
 }
 
 // newPeer creates a peer. grpc.NewClient does no I/O: the connection is made
@@ -373,6 +408,7 @@ func (t *GRPCTransport) newPeer(id uint64, addr string) *peer {
 		addr:   addr,
 		logger: t.logger.With("peer", fmtID(id), "addr", addr),
 		queueC: make(chan raftpb.Message, peerQueueSize),
+		resetC: make(chan struct{}, 1),
 		ctx:    ctx,
 		cancel: cancel,
 	}
@@ -437,6 +473,9 @@ func (p *peer) run() {
 			level = slog.LevelDebug
 		}
 		lastErr = err.Error()
+		if !established && isConnRefused(err) && p.t.cfg.OnPeerDown != nil {
+			p.t.cfg.OnPeerDown(p.id)
+		}
 		if isRemovedRefusal(err) && p.t.cfg.OnRemoved != nil {
 			p.logger.Error("peer refuses this member: it was removed from the cluster", "err", err)
 			p.t.cfg.OnRemoved(p.id)
@@ -493,6 +532,8 @@ func (p *peer) stream() (established bool, err error) {
 				return true, p.ctx.Err()
 			case err := <-endedC:
 				return true, err
+			case <-p.resetC:
+				return true, errors.New("stream reset: the peer has not answered raft over it")
 			case m := <-p.queueC:
 				carry = p.marshal(m)
 				if carry == nil {

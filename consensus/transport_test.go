@@ -861,3 +861,30 @@ func TestTransportStopEndsEverything(t *testing.T) {
 		t.Errorf("a processed %d messages, want only the 1 before Stop", n)
 	}
 }
+
+func TestTransportResetPeerOpensANewStream(t *testing.T) {
+	a := startTransportMember(t, 1, 7, &recordingHandler{})
+	b := startTransportMember(t, 2, 7, &recordingHandler{})
+	a.tr.AddPeer(2, b.addr)
+	a.tr.Send(appMsgs(1, 2, 1, 5, 10))
+	waitFor(t, "first messages", func() bool { return len(b.h.messages()) == 5 })
+
+	a.tr.ResetPeer(2)
+	// The writer reports the ended stream as unreachable, then reconnects.
+	waitFor(t, "the reset stream to be reported", func() bool { return a.h.unreachableCount(2) > 0 })
+	waitFor(t, "peer 2 to become active again", func() bool { return a.tr.PeerActive(2) })
+	a.tr.Send(appMsgs(1, 2, 6, 10, 10))
+	waitFor(t, "messages after the reset", func() bool { return len(b.h.messages()) == 10 })
+	checkIndexes(t, b.h.messages(), 1, 2, indexRange(1, 10))
+}
+
+func TestTransportReportsAPeerWhoseHostRefuses(t *testing.T) {
+	var down atomic.Uint64
+	h := &recordingHandler{}
+	m := newTransportMember(t, 1, 7, h, nil)
+	m.tr.cfg.OnPeerDown = func(id uint64) { down.Store(id) }
+	m.serve()
+	m.tr.AddPeer(2, deadAddr(t))
+	m.tr.Send(appMsgs(1, 2, 1, 1, 10))
+	waitFor(t, "peer 2 reported down", func() bool { return down.Load() == 2 })
+}

@@ -33,6 +33,9 @@ var (
 	ErrDataDirMismatch = errors.New("consensus: data dir belongs to another cluster")
 	// ErrRemoved means this member was removed from the cluster.
 	ErrRemoved = errors.New("consensus: this member was removed from the cluster")
+	// ErrLeaderLost means the leader died while a proposal made here was in
+	// flight: it may or may not be applied (a timeout, as etcd reports it).
+	ErrLeaderLost = fmt.Errorf("%w, possibly due to the leader's failure: the write may or may not have been applied", ErrTimeout)
 	// ErrDataLoss means this member's log lost entries it had acknowledged (its
 	// data dir was wiped or restored from an old copy while it kept its identity).
 	ErrDataLoss = errors.New("consensus: this member lost raft log entries it had acknowledged")
@@ -1093,6 +1096,10 @@ func (n *Node) peerDown(id uint64) {
 	if id == n.cfg.ID || (lead != id && (lead != 0 || n.lastLead.Load() != id)) {
 		return
 	}
+	// Proposals forwarded to the dead leader are lost unless it replicated
+	// them first: their callers learn now that the outcome is unknown
+	// rather than at their deadline.
+	n.waits.failAll(ErrLeaderLost)
 	if !n.campaignSoon.CompareAndSwap(false, true) {
 		return
 	}

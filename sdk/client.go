@@ -19,8 +19,10 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 )
 
-// DefaultMaxRetries is the number of retries when Config.MaxRetries is 0.
-const DefaultMaxRetries = 5
+// DefaultMaxRetries is the number of retries when Config.MaxRetries is 0:
+// with waits of at most 100 ms between them, enough to ride out an election
+// after a partition (one to two seconds).
+const DefaultMaxRetries = 20
 
 // A Config says which servers a Client talks to and how patiently.
 type Config struct {
@@ -78,7 +80,11 @@ type Client struct {
 	kv         catalogpb.KVClient
 	cluster    catalogpb.ClusterClient
 	maxRetries int
-	// backoffBase and backoffMax shape the wait between retries; tests shorten them.
+	// backoffBase and backoffMax shape the wait between retries; tests
+	// shorten them. The cap is short on purpose: most retries wait out an
+	// election, which takes about a tenth of a second when a leader's process
+	// dies, and a client that sleeps a second past it only adds to the outage
+	// (etcd's client retries every 25 ms).
 	backoffBase time.Duration
 	backoffMax  time.Duration
 	// sleep waits between retries; tests intercept it.
@@ -131,7 +137,7 @@ func New(cfg Config) (*Client, error) {
 		cluster:       catalogpb.NewClusterClient(conn),
 		maxRetries:    maxRetries,
 		backoffBase:   25 * time.Millisecond,
-		backoffMax:    time.Second,
+		backoffMax:    100 * time.Millisecond,
 		sleep:         sleepCtx,
 		endpointConns: make(map[string]*grpc.ClientConn),
 	}, nil

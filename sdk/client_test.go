@@ -85,7 +85,7 @@ func TestRetry(t *testing.T) {
 		{"get retries no leader", "Get", 0, repeat(2, noLeader), 3, nil},
 		{"get retries stopped", "Get", 0, repeat(1, stopped), 2, nil},
 		{"get gives up after max retries", "Get", 2, repeat(5, unavailable), 3, ErrUnavailable},
-		{"get default max retries is 5", "Get", 0, repeat(9, unavailable), 6, ErrUnavailable},
+		{"get default max retries is 20", "Get", 0, repeat(24, unavailable), DefaultMaxRetries + 1, ErrUnavailable},
 		{"negative max retries means no retry", "Get", -1, repeat(1, unavailable), 1, ErrUnavailable},
 		{"get does not retry invalid argument", "Get", 0, repeat(1, keyEmpty), 1, ErrKeyEmpty},
 		{"status retries unavailable", "Status", 0, repeat(2, unavailable), 3, nil},

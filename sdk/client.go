@@ -197,17 +197,24 @@ func (c *Client) Status(ctx context.Context) (*catalogpb.StatusResponse, error) 
 // need not be one of the client's endpoints. It is how a caller sees every
 // server of a cluster, not only the one the balancer picks.
 func (c *Client) StatusOf(ctx context.Context, endpoint string) (*catalogpb.StatusResponse, error) {
+	return callEndpoint(ctx, c, endpoint, func(ctx context.Context, cluster catalogpb.ClusterClient) (*catalogpb.StatusResponse, error) {
+		return cluster.Status(ctx, &catalogpb.StatusRequest{})
+	})
+}
+
+// callEndpoint runs a read-only Cluster call on the server at endpoint,
+// retried as reads are.
+func callEndpoint[T any](ctx context.Context, c *Client, endpoint string, call func(context.Context, catalogpb.ClusterClient) (T, error)) (T, error) {
+	var zero T
 	if err := validateEndpoint(endpoint); err != nil {
-		return nil, err
+		return zero, err
 	}
 	conn, err := c.endpointConn(endpoint)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	cluster := catalogpb.NewClusterClient(conn)
-	return invoke(ctx, c, retryReads, func(ctx context.Context) (*catalogpb.StatusResponse, error) {
-		return cluster.Status(ctx, &catalogpb.StatusRequest{})
-	})
+	return invoke(ctx, c, retryReads, func(ctx context.Context) (T, error) { return call(ctx, cluster) })
 }
 
 func (c *Client) endpointConn(endpoint string) (*grpc.ClientConn, error) {

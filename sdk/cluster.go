@@ -93,15 +93,7 @@ func checkMemberID(id uint64) error {
 // (host:port), for comparing members: members that applied the same index
 // must have the same hash, and EventsProblem empty.
 func (c *Client) HashOf(ctx context.Context, endpoint string) (*catalogpb.HashResponse, error) {
-	if err := validateEndpoint(endpoint); err != nil {
-		return nil, err
-	}
-	conn, err := c.endpointConn(endpoint)
-	if err != nil {
-		return nil, err
-	}
-	cluster := catalogpb.NewClusterClient(conn)
-	return invoke(ctx, c, retryReads, func(ctx context.Context) (*catalogpb.HashResponse, error) {
+	return callEndpoint(ctx, c, endpoint, func(ctx context.Context, cluster catalogpb.ClusterClient) (*catalogpb.HashResponse, error) {
 		return cluster.Hash(ctx, &catalogpb.HashRequest{})
 	})
 }

@@ -6,9 +6,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/sdk"
-	"github.com/spf13/cobra"
 )
 
 func newMemberCommand(a *app) *cobra.Command {
@@ -80,34 +82,28 @@ func newMemberAddCommand(a *app) *cobra.Command {
 }
 
 func newMemberRemoveCommand(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "remove ID",
-		Short: "Remove a member from the cluster",
-		Args:  exactArgs("ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, c *sdk.Client) error {
-				m, err := resolveMember(ctx, c, args[0])
-				if err != nil {
-					return err
-				}
-				resp, err := c.MemberRemove(ctx, m.Id)
-				if err != nil {
-					return fmt.Errorf("remove member %s: %w", memberLabel(m), err)
-				}
-				if a.jsonOutput() {
-					return a.printJSON(resp)
-				}
-				fmt.Fprintf(a.stdout, "Member %s removed from the cluster\n\n", memberLabel(m))
-				return a.printMembers(resp.Members)
-			})
-		},
-	}
+	return newMemberChangeCommand(a, "remove ID", "Remove a member from the cluster", "remove member", "removed from the cluster",
+		func(ctx context.Context, c *sdk.Client, id uint64) (proto.Message, []*catalogpb.Member, error) {
+			resp, err := c.MemberRemove(ctx, id)
+			return resp, resp.GetMembers(), err
+		})
 }
 
 func newMemberPromoteCommand(a *app) *cobra.Command {
+	return newMemberChangeCommand(a, "promote ID", "Promote a learner that has caught up to a voting member", "promote member", "promoted to voter",
+		func(ctx context.Context, c *sdk.Client, id uint64) (proto.Message, []*catalogpb.Member, error) {
+			resp, err := c.MemberPromote(ctx, id)
+			return resp, resp.GetMembers(), err
+		})
+}
+
+// newMemberChangeCommand builds a command that changes one member (named by
+// id or name) and prints the membership after the change.
+func newMemberChangeCommand(a *app, use, short, failed, done string,
+	change func(context.Context, *sdk.Client, uint64) (proto.Message, []*catalogpb.Member, error)) *cobra.Command {
 	return &cobra.Command{
-		Use:   "promote ID",
-		Short: "Promote a learner that has caught up to a voting member",
+		Use:   use,
+		Short: short,
 		Args:  exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withClient(cmd, func(ctx context.Context, c *sdk.Client) error {
@@ -115,15 +111,15 @@ func newMemberPromoteCommand(a *app) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				resp, err := c.MemberPromote(ctx, m.Id)
+				resp, members, err := change(ctx, c, m.Id)
 				if err != nil {
-					return fmt.Errorf("promote member %s: %w", memberLabel(m), err)
+					return fmt.Errorf("%s %s: %w", failed, memberLabel(m), err)
 				}
 				if a.jsonOutput() {
 					return a.printJSON(resp)
 				}
-				fmt.Fprintf(a.stdout, "Member %s promoted to voter\n\n", memberLabel(m))
-				return a.printMembers(resp.Members)
+				fmt.Fprintf(a.stdout, "Member %s %s\n\n", memberLabel(m), done)
+				return a.printMembers(members)
 			})
 		},
 	}

@@ -37,6 +37,11 @@ type Config struct {
 	// MaxRetries is how many times a retryable call is sent again after its
 	// first attempt: 0 means DefaultMaxRetries, a negative value means never.
 	MaxRetries int
+	// ClusterID, if not 0, pins the client to one cluster: an answer whose
+	// header names another cluster fails with ErrWrongCluster. It guards
+	// against a server of another cluster that took over an endpoint's
+	// address (a test's freed port, a reused host).
+	ClusterID uint64
 	// DialOptions are added after the client's own (insecure credentials,
 	// round-robin balancing), so they may override them.
 	DialOptions []grpc.DialOption
@@ -153,11 +158,32 @@ func (cfg Config) baseDialOptions() []grpc.DialOption {
 	if cfg.DialTimeout > 0 {
 		connect.MinConnectTimeout = cfg.DialTimeout
 	}
-	return []grpc.DialOption{
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(connect),
 		// A large range may exceed gRPC's 4 MiB default; the server bounds it.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+	}
+	if cfg.ClusterID != 0 {
+		opts = append(opts, grpc.WithChainUnaryInterceptor(checkClusterID(cfg.ClusterID)))
+	}
+	return opts
+}
+
+// checkClusterID refuses answers from a cluster other than want.
+func checkClusterID(want uint64) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+			return err
+		}
+		h, ok := reply.(interface{ GetHeader() *catalogpb.ResponseHeader })
+		if !ok || h.GetHeader() == nil {
+			return nil
+		}
+		if got := h.GetHeader().GetClusterId(); got != want {
+			return fmt.Errorf("%w: %s at %s answered for cluster %x, want %x", ErrWrongCluster, method, cc.Target(), got, want)
+		}
+		return nil
 	}
 }
 

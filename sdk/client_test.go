@@ -274,3 +274,28 @@ func TestRawClients(t *testing.T) {
 		t.Errorf("KV().Get error = %#v, want the raw Unavailable status", err)
 	}
 }
+
+func TestClusterIDPinsTheClient(t *testing.T) {
+	f := startFake(t, "a") // answers with cluster id 1
+	for _, tc := range []struct {
+		name    string
+		cluster uint64
+		wantErr error
+	}{
+		{"unpinned", 0, nil},
+		{"same cluster", 1, nil},
+		{"other cluster", 2, ErrWrongCluster},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(Config{Endpoints: []string{f.addr}, ClusterID: tc.cluster, MaxRetries: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, err = c.Put(t.Context(), "k", "v")
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+				t.Fatalf("Put = %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+}

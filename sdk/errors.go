@@ -30,6 +30,10 @@ var (
 	// a write may or may not have been applied.
 	ErrTimeout = errors.New("sdk: request timed out on the server")
 	ErrStopped = errors.New("sdk: server stopped")
+	// ErrWrongCluster means a server answered for another cluster than
+	// Config.ClusterID (see there); the call's effect, for a write, is
+	// unknown to this cluster's members: it went to the other one.
+	ErrWrongCluster = errors.New("sdk: answer from another cluster")
 	// ErrUnavailable means no server could be reached (gRPC code Unavailable
 	// without a catalogd reason).
 	ErrUnavailable = errors.New("sdk: server unavailable")

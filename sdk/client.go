@@ -176,7 +176,9 @@ func checkClusterID(want uint64) grpc.UnaryClientInterceptor {
 		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
 			return err
 		}
-		h, ok := reply.(interface{ GetHeader() *catalogpb.ResponseHeader })
+		h, ok := reply.(interface {
+			GetHeader() *catalogpb.ResponseHeader
+		})
 		if !ok || h.GetHeader() == nil {
 			return nil
 		}

@@ -1056,11 +1056,27 @@ func (n *Node) silentPeersLoop() {
 	t := time.NewTicker(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks/2+1))
 	defer t.Stop()
 	silent := map[uint64]bool{}
+	leaderless := 0
 	for {
 		select {
 		case <-t.C:
 		case <-n.stopc:
 			return
+		}
+		if n.lead.Load() == 0 {
+			// Without a leader there is no progress to tell a silent peer
+			// from a slow one; an election that has not ended after about
+			// two election timeouts renews every stream instead (twice we
+			// saw a stream whose messages never reached the peer's raft).
+			if leaderless++; leaderless == 3 {
+				n.lg.Warn("no leader for two election timeouts: renewing the raft streams to every peer")
+				for _, p := range n.transport.peerIDs() {
+					n.transport.ResetPeer(p)
+				}
+				leaderless = 0
+			}
+		} else {
+			leaderless = 0
 		}
 		if n.lead.Load() != n.cfg.ID {
 			clear(silent)

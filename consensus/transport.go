@@ -313,6 +313,17 @@ func (t *GRPCTransport) ResetPeer(id uint64) {
 	}
 }
 
+// peerIDs returns the ids of the peers the transport sends to.
+func (t *GRPCTransport) peerIDs() []uint64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	ids := make([]uint64, 0, len(t.peers))
+	for id := range t.peers {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // PeerActive reports whether the stream to peer id is up.
 func (t *GRPCTransport) PeerActive(id uint64) bool {
 	t.mu.RLock()

@@ -535,6 +535,16 @@ func (p *peer) stream() (established bool, err error) {
 	w := newWatchdog(cancel)
 	defer w.stop()
 	batch := &catalogpb.RaftBatch{ClusterId: p.t.cfg.ClusterID, From: p.t.cfg.ID, To: p.id}
+	// An empty batch first: the peer checks the envelope at once, so a
+	// member removed from the cluster hears so even while it has nothing
+	// to send.
+	if err := w.run(p.t.writeTimeout, func() error { return stream.Send(batch) }); err != nil {
+		cancel()
+		if ended := <-endedC; !w.fired && status.Code(ended) != codes.Canceled {
+			err = ended
+		}
+		return true, fmt.Errorf("send raft stream envelope: %w", err)
+	}
 	var carry []byte // a message that did not fit in the previous batch
 	for {
 		if carry == nil {

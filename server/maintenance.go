@@ -105,15 +105,11 @@ func (sm *stateMachine) spoolSnapshot() (*snapshotSpool, error) {
 	return spool, nil
 }
 
-// viewSnapshot runs fn in a read transaction, holding sm.mu only to begin it
-// (as SnapshotDB does): a database replacement waits for the transaction to
-// end, nothing else does.
+// viewSnapshot runs fn in a read transaction begun by beginSnapshot.
 func (sm *stateMachine) viewSnapshot(fn func(tx *bbolt.Tx) error) error {
-	sm.mu.RLock()
-	tx, err := sm.db.Begin(false)
-	sm.mu.RUnlock()
+	tx, err := sm.beginSnapshot()
 	if err != nil {
-		return fmt.Errorf("begin snapshot transaction: %w", err)
+		return err
 	}
 	defer tx.Rollback()
 	return fn(tx)

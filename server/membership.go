@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -558,9 +559,7 @@ func writeJoinInfo(dataDir string, info *joinInfo) error {
 }
 
 // joinCluster asks the member at cfg.Join to add this server as a learner.
-func joinCluster(ctx context.Context, cfg Config, lg interface {
-	Info(string, ...any)
-}) (*joinInfo, error) {
+func joinCluster(ctx context.Context, cfg Config, lg *slog.Logger) (*joinInfo, error) {
 	conn, err := grpc.NewClient(cfg.Join, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("--join %s: %w", cfg.Join, err)

@@ -39,6 +39,9 @@ var (
 	keyConfState      = []byte("conf_state")
 )
 
+// initialMmapSize is the address space the database is mapped with.
+const initialMmapSize = 10 << 30
+
 // maxCompactPerApply bounds how many old revisions one apply batch deletes
 // from the events history, so trimming never makes one commit slow.
 const maxCompactPerApply = 2048
@@ -93,6 +96,11 @@ func (sm *stateMachine) open() error {
 		Timeout:        2 * time.Second,
 		NoFreelistSync: true,
 		FreelistType:   bbolt.FreelistMapType,
+		// A write that outgrows the memory map must wait for every open
+		// read transaction to remap; a snapshot streamed to a slow follower
+		// holds one for as long as the stream lasts. Mapping 10 GiB of
+		// address space up front (etcd's default) makes remaps rare.
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
@@ -396,11 +404,9 @@ func (sm *stateMachine) SnapshotDB() (io.ReadCloser, int64, error) {
 
 // OpenSnapshot implements consensus.StateMachine.
 func (sm *stateMachine) OpenSnapshot() (consensus.SnapshotData, error) {
-	sm.mu.RLock()
-	tx, err := sm.db.Begin(false)
-	sm.mu.RUnlock()
+	tx, err := sm.beginSnapshot()
 	if err != nil {
-		return consensus.SnapshotData{}, fmt.Errorf("begin snapshot transaction: %w", err)
+		return consensus.SnapshotData{}, err
 	}
 	meta := tx.Bucket(metaBucket)
 	snap := consensus.SnapshotData{Size: tx.Size(), Index: getUint(meta, keyAppliedIndex)}
@@ -432,6 +438,18 @@ func (sm *stateMachine) RestoreDB(path string) error {
 		return fmt.Errorf("move snapshot database into place: %w", err)
 	}
 	return sm.open()
+}
+
+// beginSnapshot begins a read transaction holding sm.mu only to begin it: a
+// database replacement waits for the transaction to end, nothing else does.
+func (sm *stateMachine) beginSnapshot() (*bbolt.Tx, error) {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	tx, err := sm.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("begin snapshot transaction: %w", err)
+	}
+	return tx, nil
 }
 
 // view runs fn in a read transaction.

@@ -21,6 +21,10 @@ var (
 	ErrInvalidContinueToken = errors.New("registry: invalid continue token")
 	ErrInvalidLimit         = errors.New("registry: invalid limit")
 	ErrInvalidArgument      = errors.New("registry: invalid argument")
+	ErrServiceNotFound      = errors.New("registry: service not found")
+	ErrInstanceNotFound     = errors.New("registry: instance not found")
+	ErrServiceNotEmpty      = errors.New("registry: service still has instances")
+	ErrEpochMismatch        = errors.New("registry: shard map epoch mismatch")
 )
 
 var reasons = [...]struct {
@@ -37,6 +41,10 @@ var reasons = [...]struct {
 	{ErrInvalidContinueToken, catalogpb.ErrorReason_INVALID_CONTINUE_TOKEN},
 	{ErrInvalidLimit, catalogpb.ErrorReason_INVALID_LIMIT},
 	{ErrInvalidArgument, catalogpb.ErrorReason_INVALID_ARGUMENT},
+	{ErrServiceNotFound, catalogpb.ErrorReason_SERVICE_NOT_FOUND},
+	{ErrInstanceNotFound, catalogpb.ErrorReason_INSTANCE_NOT_FOUND},
+	{ErrServiceNotEmpty, catalogpb.ErrorReason_SERVICE_NOT_EMPTY},
+	{ErrEpochMismatch, catalogpb.ErrorReason_EPOCH_MISMATCH},
 }
 
 // Reason maps an error of this package (wrapped or not) to the wire reason the

@@ -52,6 +52,22 @@ var (
 	// being applied; nothing was changed, try again.
 	ErrMembershipChangeInProgress = errors.New("sdk: membership change in progress")
 	ErrTooManyLearners            = errors.New("sdk: too many learners")
+
+	// Leases, registry, watch.
+	ErrLeaseExists      = errors.New("sdk: lease already exists")
+	ErrTTLOutOfRange    = errors.New("sdk: lease TTL out of range")
+	ErrServiceNotFound  = errors.New("sdk: service not found")
+	ErrInstanceNotFound = errors.New("sdk: instance not found")
+	ErrServiceNotEmpty  = errors.New("sdk: service still has instances")
+	// ErrEpochMismatch means a shard map changed since it was read: read it
+	// again and retry with its epoch.
+	ErrEpochMismatch = errors.New("sdk: shard map epoch mismatch")
+	// ErrWatchTooSlow means the server cancelled a watch whose events were
+	// not read fast enough; resume it from the last revision seen.
+	ErrWatchTooSlow  = errors.New("sdk: watch cancelled: too slow")
+	ErrWatchIDExists = errors.New("sdk: watch id already in use")
+	ErrWatchNotFound = errors.New("sdk: no such watch")
+	ErrNotLeader     = errors.New("sdk: member is not the leader")
 )
 
 // errorDomain is the ErrorInfo domain of reasons set by catalogd servers.
@@ -88,6 +104,16 @@ var errorTable = []struct {
 	{catalogpb.ErrorReason_UNHEALTHY_CLUSTER, codes.FailedPrecondition, ErrUnhealthyCluster},
 	{catalogpb.ErrorReason_MEMBERSHIP_CHANGE_IN_PROGRESS, codes.Aborted, ErrMembershipChangeInProgress},
 	{catalogpb.ErrorReason_TOO_MANY_LEARNERS, codes.FailedPrecondition, ErrTooManyLearners},
+	{catalogpb.ErrorReason_LEASE_EXISTS, codes.AlreadyExists, ErrLeaseExists},
+	{catalogpb.ErrorReason_LEASE_TTL_OUT_OF_RANGE, codes.InvalidArgument, ErrTTLOutOfRange},
+	{catalogpb.ErrorReason_SERVICE_NOT_FOUND, codes.NotFound, ErrServiceNotFound},
+	{catalogpb.ErrorReason_INSTANCE_NOT_FOUND, codes.NotFound, ErrInstanceNotFound},
+	{catalogpb.ErrorReason_SERVICE_NOT_EMPTY, codes.FailedPrecondition, ErrServiceNotEmpty},
+	{catalogpb.ErrorReason_EPOCH_MISMATCH, codes.FailedPrecondition, ErrEpochMismatch},
+	{catalogpb.ErrorReason_WATCH_TOO_SLOW, codes.ResourceExhausted, ErrWatchTooSlow},
+	{catalogpb.ErrorReason_WATCH_ID_EXISTS, codes.AlreadyExists, ErrWatchIDExists},
+	{catalogpb.ErrorReason_WATCH_NOT_FOUND, codes.NotFound, ErrWatchNotFound},
+	{catalogpb.ErrorReason_NOT_LEADER, codes.Unavailable, ErrNotLeader},
 
 	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.InvalidArgument, ErrInvalidArgument},
 	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.Unavailable, ErrUnavailable},

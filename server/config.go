@@ -48,6 +48,15 @@ type Config struct {
 	// RequestTimeout bounds a request whose caller set no deadline.
 	RequestTimeout time.Duration
 
+	// WatchProgressInterval is how long a watch that asked for progress
+	// notifications may stay idle before it gets a bookmark.
+	WatchProgressInterval time.Duration
+	// LeaseRevokeRate caps how many expired leases the leader revokes per
+	// second, so a mass expiry cannot crowd the log.
+	LeaseRevokeRate int
+	// DisableHealthChecks stops this server from probing instances (tests).
+	DisableHealthChecks bool
+
 	// EnablePprof serves Go's profiler on the HTTP address under /debug/pprof/.
 	EnablePprof bool
 
@@ -72,7 +81,24 @@ func DefaultConfig() Config {
 		EventHistory:   100000,
 		RequestTimeout: 5 * time.Second,
 		AutoPromote:    true,
+
+		WatchProgressInterval: 10 * time.Second,
+		LeaseRevokeRate:       1000,
 	}
+}
+
+// ElectionTimeout is the time a follower waits for the leader before it
+// campaigns.
+func (c *Config) ElectionTimeout() time.Duration {
+	return c.TickInterval * time.Duration(c.ElectionTicks)
+}
+
+// MinLeaseTTL is the shortest lease TTL the server grants: above the
+// election timeout with room for a new leader to take over (1.5 of it,
+// rounded up to a whole second), so a failover alone never expires a lease.
+func (c *Config) MinLeaseTTL() int64 {
+	d := c.ElectionTimeout() * 3 / 2
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // Validate checks the configuration and says what to fix.
@@ -99,6 +125,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		return errors.New("request timeout must be positive")
+	}
+	if c.WatchProgressInterval <= 0 {
+		return errors.New("watch progress interval must be positive")
+	}
+	if c.LeaseRevokeRate < 1 {
+		return errors.New("lease revoke rate must be at least 1 per second")
 	}
 	if c.Join != "" {
 		if c.InitialCluster != "" {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/consensus"
+	"github.com/catalogd/catalogd/lease"
 	"github.com/catalogd/catalogd/registry"
 )
 
@@ -49,7 +50,29 @@ var errorTable = []struct {
 	{errChangeInProgress, grpcError{codes.Aborted, catalogpb.ErrorReason_MEMBERSHIP_CHANGE_IN_PROGRESS}},
 	{errTooManyLearners, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_TOO_MANY_LEARNERS}},
 	{errInvalidMember, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_ARGUMENT}},
+	{lease.ErrNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_LEASE_NOT_FOUND}},
+	{lease.ErrExists, grpcError{codes.AlreadyExists, catalogpb.ErrorReason_LEASE_EXISTS}},
+	{lease.ErrTTLOutOfRange, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_LEASE_TTL_OUT_OF_RANGE}},
+	{lease.ErrInvalidArgument, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_ARGUMENT}},
+	{registry.ErrServiceNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_SERVICE_NOT_FOUND}},
+	{registry.ErrInstanceNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_INSTANCE_NOT_FOUND}},
+	{registry.ErrServiceNotEmpty, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_SERVICE_NOT_EMPTY}},
+	{registry.ErrEpochMismatch, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_EPOCH_MISMATCH}},
+	{errCompacted, grpcError{codes.OutOfRange, catalogpb.ErrorReason_COMPACTED}},
+	{errWatchTooSlow, grpcError{codes.ResourceExhausted, catalogpb.ErrorReason_WATCH_TOO_SLOW}},
+	{errWatchIDExists, grpcError{codes.AlreadyExists, catalogpb.ErrorReason_WATCH_ID_EXISTS}},
+	{errWatchNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_WATCH_NOT_FOUND}},
+	{errNotLeader, grpcError{codes.Unavailable, catalogpb.ErrorReason_NOT_LEADER}},
 }
+
+// Errors of the server's own services (watch, lease keep-alive).
+var (
+	errCompacted     = errors.New("server: revision compacted")
+	errWatchTooSlow  = errors.New("server: watcher too slow")
+	errWatchIDExists = errors.New("server: watch id already in use on this stream")
+	errWatchNotFound = errors.New("server: no such watch on this stream")
+	errNotLeader     = errors.New("server: this member is not the leader")
+)
 
 // errRequestTimeout means the server's own deadline for a request passed (the
 // caller set none): a write may or may not have been applied.

@@ -50,6 +50,11 @@ type Server struct {
 	sm        *stateMachine
 	node      *consensus.Node
 
+	// Derived, in-memory state kept in step with the store (applyObserver).
+	leases  *leaseManager  // lease deadlines and keep-alives (leader only)
+	watches *watchHub      // watch streams
+	checks  *healthChecker // health checks this server runs
+
 	clientLn, peerLn, httpLn net.Listener
 	grpcServer               *grpc.Server
 	httpServer               *http.Server
@@ -130,6 +135,10 @@ func New(cfg Config) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
+	s.leases = newLeaseManager(s)
+	s.watches = newWatchHub(s)
+	s.checks = newHealthChecker(s)
+	s.sm.observers = []applyObserver{s.leases, s.watches, s.checks}
 	m := s.metrics
 	s.node, err = consensus.NewNode(consensus.Config{
 		ID:             s.id,
@@ -174,6 +183,9 @@ func New(cfg Config) (*Server, error) {
 	)
 	catalogpb.RegisterKVServer(s.grpcServer, &kvService{s: s})
 	catalogpb.RegisterClusterServer(s.grpcServer, &clusterService{s: s})
+	catalogpb.RegisterLeaseServer(s.grpcServer, &leaseService{s: s})
+	catalogpb.RegisterRegistryServer(s.grpcServer, &registryService{s: s})
+	catalogpb.RegisterWatchServer(s.grpcServer, &watchService{s: s})
 
 	handler, err := httpapi.New(httpapi.Config{Backend: httpBackend{s}, Metrics: m, Logger: lg})
 	if err != nil {
@@ -221,7 +233,15 @@ func (s *Server) Start() {
 		case <-s.stopc:
 		}
 	}()
-	s.wg.Add(4)
+	s.wg.Add(7)
+	go func() { defer s.wg.Done(); s.leases.run(s.stopc) }()
+	go func() { defer s.wg.Done(); s.watches.run(s.stopc) }()
+	go func() {
+		defer s.wg.Done()
+		if !s.cfg.DisableHealthChecks {
+			s.checks.run(s.stopc)
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
 		if s.cfg.AutoPromote {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/consensus"
+	"github.com/catalogd/catalogd/lease"
 	"github.com/catalogd/catalogd/registry"
 	"github.com/catalogd/catalogd/server/metrics"
 )
@@ -75,9 +76,22 @@ type stateMachine struct {
 	revision   atomic.Int64
 	compactRev atomic.Int64
 
-	// notify, if set, is called after each commit with the new revision and
-	// the event batches it produced (the watch hub subscribes here).
-	notify func(rev int64, batches []*catalogpb.EventBatch)
+	// observers learn of every commit and database replacement (the watch
+	// hub, the lease manager, the health checker). Set before Start.
+	observers []applyObserver
+}
+
+// An applyObserver keeps derived in-memory state in step with the store.
+// Both calls come from the apply goroutine, one at a time: they must not
+// block (hand work off) and must not write to the store.
+type applyObserver interface {
+	// Applied is called after each commit that produced events, with the new
+	// revision and the event batches, in revision order.
+	Applied(rev int64, batches []*catalogpb.EventBatch)
+	// Restored is called after the database was replaced by a snapshot
+	// (revisions may have jumped; no events were delivered for the gap): the
+	// observer rebuilds from the store.
+	Restored(rev int64)
 }
 
 func openStateMachine(dir string, eventHistory int64, lg *slog.Logger, m *metrics.Metrics) (*stateMachine, error) {
@@ -115,6 +129,9 @@ func (sm *stateMachine) open() error {
 			}
 		}
 		if err := registry.CreateBuckets(tx); err != nil {
+			return err
+		}
+		if err := lease.CreateBuckets(tx); err != nil {
 			return err
 		}
 		meta := tx.Bucket(metaBucket)
@@ -199,8 +216,10 @@ func (sm *stateMachine) Apply(ents []raftpb.Entry) []consensus.Result {
 	sm.m.Revision.Set(float64(rev))
 	sm.m.ProposalsApplied.Add(float64(len(ents)))
 	sm.m.ApplyDuration.Observe(time.Since(start).Seconds())
-	if sm.notify != nil && len(batches) > 0 {
-		sm.notify(rev, batches)
+	if len(batches) > 0 {
+		for _, o := range sm.observers {
+			o.Applied(rev, batches)
+		}
 	}
 	return results
 }
@@ -236,6 +255,12 @@ func (sm *stateMachine) applyCommand(tx *bbolt.Tx, rev int64, cmd *catalogpb.Com
 		return resp, evs, err
 	case *catalogpb.Command_MemberAttributes:
 		return nil, nil, sm.applyMemberAttributes(tx, op.MemberAttributes)
+	case *catalogpb.Command_LeaseGrant, *catalogpb.Command_LeaseRevoke:
+		return applyLeaseCommand(tx, rev, cmd)
+	case *catalogpb.Command_PutService, *catalogpb.Command_DeleteService, *catalogpb.Command_Register,
+		*catalogpb.Command_Deregister, *catalogpb.Command_SetState, *catalogpb.Command_SetHealth,
+		*catalogpb.Command_SetShardMap:
+		return applyRegistryCommand(tx, rev, cmd)
 	default:
 		return nil, nil, fmt.Errorf("%w: command has no operation", registry.ErrInvalidArgument)
 	}
@@ -429,6 +454,17 @@ func (sm *stateMachine) OpenSnapshot() (consensus.SnapshotData, error) {
 // RestoreDB implements consensus.StateMachine: the database received with a
 // snapshot replaces the current one.
 func (sm *stateMachine) RestoreDB(path string) error {
+	if err := sm.replaceDB(path); err != nil {
+		return err
+	}
+	// Outside sm.mu: observers read the new store.
+	for _, o := range sm.observers {
+		o.Restored(sm.revision.Load())
+	}
+	return nil
+}
+
+func (sm *stateMachine) replaceDB(path string) error {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	if err := sm.db.Close(); err != nil {

@@ -522,6 +522,10 @@ func (n *Node) setLeader(lead uint64, isLeader bool) {
 	n.leaderMu.Unlock()
 }
 
+// LeaderChanged returns a channel closed at the next change of leader (to
+// another member, or to none).
+func (n *Node) LeaderChanged() <-chan struct{} { return n.leaderChanged() }
+
 // leaderChanged returns a channel closed at the next change of leader.
 func (n *Node) leaderChanged() <-chan struct{} {
 	n.leaderMu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/catalogd/catalogd/api/catalogpb"
+	"github.com/catalogd/catalogd/lease"
 	"go.etcd.io/bbolt"
 )
 
@@ -21,8 +22,10 @@ var errNoBucket = fmt.Errorf("registry: bucket %q does not exist; call CreateBuc
 // CreateBuckets creates the buckets the package writes to. It is idempotent,
 // so the server may call it on every start.
 func CreateBuckets(tx *bbolt.Tx) error {
-	if _, err := tx.CreateBucketIfNotExists(KVBucket); err != nil {
-		return fmt.Errorf("registry: create bucket %q: %w", KVBucket, err)
+	for _, name := range [][]byte{KVBucket, ServicesBucket, InstancesBucket, ShardMapsBucket} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("registry: create bucket %q: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -66,7 +69,10 @@ func ApplyPut(tx *bbolt.Tx, rev int64, req *catalogpb.PutRequest) (*catalogpb.Pu
 	if err != nil {
 		return nil, nil, err
 	}
-	resp, ev, err := put(b, rev, req)
+	if err := checkLease(tx, req); err != nil {
+		return nil, nil, err
+	}
+	resp, ev, err := put(tx, b, rev, req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -87,7 +93,7 @@ func ApplyDelete(tx *bbolt.Tx, rev int64, req *catalogpb.DeleteRequest) (*catalo
 	if err != nil {
 		return nil, nil, err
 	}
-	return deleteRange(b, rev, req)
+	return deleteRange(tx, b, rev, req)
 }
 
 // ApplyTxn evaluates the compares, then runs the success ops if all hold and
@@ -123,19 +129,26 @@ func ApplyTxn(tx *bbolt.Tx, rev int64, req *catalogpb.TxnRequest) (*catalogpb.Tx
 	if !succeeded {
 		ops = req.Failure
 	}
+	for _, op := range ops {
+		if p, ok := op.Op.(*catalogpb.TxnOp_Put); ok {
+			if err := checkLease(tx, p.Put); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
 	resp := &catalogpb.TxnResponse{Succeeded: succeeded, Responses: make([]*catalogpb.TxnOpResponse, len(ops))}
 	var events []*catalogpb.Event
 	for i, op := range ops {
 		switch x := op.Op.(type) {
 		case *catalogpb.TxnOp_Put:
-			r, ev, err := put(b, rev, x.Put)
+			r, ev, err := put(tx, b, rev, x.Put)
 			if err != nil {
 				return nil, nil, err
 			}
 			events = append(events, ev)
 			resp.Responses[i] = &catalogpb.TxnOpResponse{Response: &catalogpb.TxnOpResponse_Put{Put: r}}
 		case *catalogpb.TxnOp_Delete:
-			r, evs, err := deleteRange(b, rev, x.Delete)
+			r, evs, err := deleteRange(tx, b, rev, x.Delete)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -199,8 +212,8 @@ func getKV(b *bbolt.Bucket, key []byte) (s storedKV, found bool, err error) {
 	return s, true, nil
 }
 
-// put writes a validated put request.
-func put(b *bbolt.Bucket, rev int64, req *catalogpb.PutRequest) (*catalogpb.PutResponse, *catalogpb.Event, error) {
+// put writes a validated put request whose lease checkLease found.
+func put(tx *bbolt.Tx, b *bbolt.Bucket, rev int64, req *catalogpb.PutRequest) (*catalogpb.PutResponse, *catalogpb.Event, error) {
 	old, found, err := getKV(b, req.Key)
 	if err != nil {
 		return nil, nil, err
@@ -215,6 +228,11 @@ func put(b *bbolt.Bucket, rev int64, req *catalogpb.PutRequest) (*catalogpb.PutR
 	if err := b.Put(kv.Key, enc); err != nil {
 		return nil, nil, fmt.Errorf("registry: put key %s: %w", quoteKey(req.Key), err)
 	}
+	if old.lease != req.Lease {
+		if err := moveLease(tx, req.Key, old.lease, req.Lease); err != nil {
+			return nil, nil, err
+		}
+	}
 	ev.Kv = kv
 	resp := &catalogpb.PutResponse{}
 	if req.PrevKv {
@@ -223,8 +241,9 @@ func put(b *bbolt.Bucket, rev int64, req *catalogpb.PutRequest) (*catalogpb.PutR
 	return resp, ev, nil
 }
 
-// deleteRange deletes the keys of a validated delete request.
-func deleteRange(b *bbolt.Bucket, rev int64, req *catalogpb.DeleteRequest) (*catalogpb.DeleteResponse, []*catalogpb.Event, error) {
+// deleteRange deletes the keys of a validated delete request, detaching
+// each from its lease.
+func deleteRange(tx *bbolt.Tx, b *bbolt.Bucket, rev int64, req *catalogpb.DeleteRequest) (*catalogpb.DeleteResponse, []*catalogpb.Event, error) {
 	var prev []*catalogpb.KeyValue
 	if req.Prefix {
 		c := b.Cursor()
@@ -254,6 +273,11 @@ func deleteRange(b *bbolt.Bucket, rev int64, req *catalogpb.DeleteRequest) (*cat
 	for i, kv := range prev {
 		if err := b.Delete(kv.Key); err != nil {
 			return nil, nil, fmt.Errorf("registry: delete key %s: %w", quoteKey(kv.Key), err)
+		}
+		if kv.Lease != 0 {
+			if err := lease.Detach(tx, kv.Lease, EventKind, string(kv.Key)); err != nil {
+				return nil, nil, err
+			}
 		}
 		events[i] = &catalogpb.Event{
 			Type:   catalogpb.Event_DELETE,

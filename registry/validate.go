@@ -123,8 +123,8 @@ func validatePutFields(req *catalogpb.PutRequest) error {
 	if err := validateValue(req.Value); err != nil {
 		return err
 	}
-	if req.Lease != 0 {
-		return fmt.Errorf("%w: lease %d: leases are not available yet, so lease must be 0", ErrLeaseNotFound, req.Lease)
+	if req.Lease < 0 {
+		return fmt.Errorf("%w: lease must be 0 (none) or a positive lease id, got %d", ErrInvalidArgument, req.Lease)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
-// Package registry owns what exists in a catalogd cluster. For now that is the
-// config key-value store (bucket "kv"); services, instances, shards and datasets
-// join it in later issues.
+// Package registry owns what exists in a catalogd cluster: the config
+// key-value store (bucket "kv"), services ("services"), their instances with
+// lifecycle state and health ("instances", keyed by service and id) and their
+// shard maps ("shard_maps"). Datasets join it in a later issue.
 //
 // The package is a domain package: it knows bbolt and the wire messages of
 // api/catalogpb, nothing about raft or transport. Writes are Apply functions

@@ -17,7 +17,15 @@
 // extensions.reason, never on message text.
 //
 // GraphQL's Int is 32 bits, so every 64-bit number (ids, revisions, indexes,
-// sizes) is a decimal String, as protojson writes them.
+// sizes, epochs, milliseconds) is a decimal String, as protojson writes them;
+// counts and TTLs in seconds, small in practice, are Ints and fail their field
+// if one ever does not fit. Maps (metadata, ports) are lists of pairs sorted
+// by key, and enums use the protobuf value names.
+//
+// A lookup of one thing (kv, service, instance, shardMap) answers null when it
+// does not exist; any other failure is an error. Listings (services, leases,
+// Service.instances) are sorted and page with after = the last name or id of
+// the previous page.
 //
 // The schema is assembled from one small function per area (clusterFields,
 // kvFields, ...) listed in queryAreas; an area adds its fields there and two

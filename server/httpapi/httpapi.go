@@ -21,6 +21,14 @@ type Backend interface {
 	// Get answers as the KV.Get RPC does: linearizable unless req.Consistency
 	// is SERIALIZABLE.
 	Get(ctx context.Context, req *catalogpb.GetRequest) (*catalogpb.GetResponse, error)
+	// ListServices, GetService, GetInstance and GetShardMap answer as the
+	// Registry RPCs of the same names do, errors as gRPC statuses.
+	ListServices(ctx context.Context, req *catalogpb.ListServicesRequest) (*catalogpb.ListServicesResponse, error)
+	GetService(ctx context.Context, req *catalogpb.GetServiceRequest) (*catalogpb.GetServiceResponse, error)
+	GetInstance(ctx context.Context, req *catalogpb.GetInstanceRequest) (*catalogpb.GetInstanceResponse, error)
+	GetShardMap(ctx context.Context, req *catalogpb.GetShardMapRequest) (*catalogpb.GetShardMapResponse, error)
+	// LeaseList answers as the Lease.List RPC does.
+	LeaseList(ctx context.Context, req *catalogpb.LeaseListRequest) (*catalogpb.LeaseListResponse, error)
 	// Ready reports whether the server is ready: a leader is known and it has
 	// applied up to the commit index it last heard. reason says why not.
 	Ready() (ok bool, reason string)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/server/metrics"
@@ -465,5 +466,399 @@ func TestSchemaRefusesDuplicateFields(t *testing.T) {
 	_, err := Schema(newFakeBackend())
 	if err == nil || !strings.Contains(err.Error(), `query field "kv" is defined by both the kv and the kv again area`) {
 		t.Fatalf("Schema error = %v, want a duplicate kv field", err)
+	}
+}
+
+func TestGraphQLServices(t *testing.T) {
+	b := newFakeBackend()
+	h, _ := newTestHandler(t, b)
+	type summary struct {
+		Service struct {
+			Name     string
+			Tags     []string
+			Metadata []struct{ Key, Value string }
+		}
+		InstanceCount, Passing, Warning, Critical, Serving int
+	}
+	var data struct{ Services []summary }
+	requireNoErrors(t, postGraphQL(t, h, `{ services { service { name tags metadata { key value } }
+		instanceCount passing warning critical serving } }`, nil, &data))
+	if len(data.Services) != 3 {
+		t.Fatalf("services = %+v, want orders, payments, search", data.Services)
+	}
+	orders := data.Services[0]
+	if orders.Service.Name != "orders" || orders.InstanceCount != 3 || orders.Passing != 1 || orders.Warning != 1 || orders.Critical != 1 || orders.Serving != 2 {
+		t.Errorf("orders = %+v, want 3 instances: 1 passing, 1 warning, 1 critical, 2 serving", orders)
+	}
+	if got := fmt.Sprint(orders.Service.Metadata); got != "[{alert pager} {team shop} {tier 1}]" {
+		t.Errorf("orders metadata = %s, want pairs sorted by key", got)
+	}
+	if search := data.Services[2]; search.Service.Name != "search" || search.InstanceCount != 0 || search.Service.Tags == nil || len(search.Service.Tags) != 0 {
+		t.Errorf("search = %+v, want no instances and an empty (not null) tag list", search)
+	}
+	req := b.recordedCalls()[0].(*catalogpb.ListServicesRequest)
+	if req.Limit != defaultServicesLimit || req.After != "" || req.Tag != "" || req.Consistency != catalogpb.Consistency_LINEARIZABLE {
+		t.Errorf("ListServices got %v, want the default limit and nothing else", req)
+	}
+
+	t.Run("tag and pages", func(t *testing.T) {
+		b := newFakeBackend()
+		h, _ := newTestHandler(t, b)
+		const query = `query($after: String) { services(tag: "prod", limit: 1, after: $after, consistency: SERIALIZABLE) { service { name } } }`
+		var names []string
+		var after any
+		for range 5 {
+			var data struct{ Services []summary }
+			requireNoErrors(t, postGraphQL(t, h, query, map[string]any{"after": after}, &data))
+			if len(data.Services) == 0 {
+				break
+			}
+			names = append(names, data.Services[0].Service.Name)
+			after = data.Services[0].Service.Name
+		}
+		if got := strings.Join(names, ","); got != "orders,payments" {
+			t.Fatalf("paged prod services %s, want orders,payments", got)
+		}
+		for _, call := range b.recordedCalls() {
+			req := call.(*catalogpb.ListServicesRequest)
+			if req.Tag != "prod" || req.Limit != 1 || req.Consistency != catalogpb.Consistency_SERIALIZABLE {
+				t.Errorf("ListServices got %v, want tag prod, limit 1, serializable", req)
+			}
+		}
+	})
+}
+
+func TestGraphQLService(t *testing.T) {
+	b := newFakeBackend()
+	h, _ := newTestHandler(t, b)
+	var data struct {
+		Service struct {
+			Name, Description, Owner, CreateRevision, ModRevision string
+			Tags                                                  []string
+			Instances                                             []map[string]any
+			ShardMap                                              struct {
+				Epoch      string
+				TotalSlots int
+				Shards     []struct {
+					ID       string
+					Slots    []struct{ From, To int }
+					Replicas []string
+				}
+			}
+		}
+	}
+	requireNoErrors(t, postGraphQL(t, h, `{ service(name: "orders") {
+		name description owner createRevision modRevision tags
+		instances { id address ports { name port } tags metadata { key value } zone dc weight state health
+		            healthOutput healthChangedAt lease createRevision modRevision
+		            check { http tcp grpc grpcService intervalMs timeoutMs failuresBeforeCritical successesBeforePassing } }
+		shardMap { epoch totalSlots shards { id slots { from to } replicas } }
+	} }`, nil, &data))
+	svc := data.Service
+	if svc.Name != "orders" || svc.Description != "takes orders" || svc.Owner != "shop-team" || svc.CreateRevision != "5" || svc.ModRevision != "9" ||
+		fmt.Sprint(svc.Tags) != "[prod shop]" {
+		t.Errorf("service = %+v", svc)
+	}
+	if len(svc.Instances) != 3 {
+		t.Fatalf("instances = %v, want 3", svc.Instances)
+	}
+	wantO1 := map[string]any{
+		"id": "o-1", "address": "10.0.1.1:80",
+		"ports":    []any{map[string]any{"name": "admin", "port": 9090.0}, map[string]any{"name": "http", "port": 8080.0}},
+		"tags":     []any{"v2"},
+		"metadata": []any{map[string]any{"key": "rack", "value": "r1"}},
+		"zone":     "a", "dc": "dc1", "weight": 10.0, "state": "STATE_SERVING", "health": "PASSING",
+		"healthOutput": "HTTP GET http://10.0.1.1/health: 200 OK", "healthChangedAt": "2026-03-04T05:06:07.89Z",
+		"lease": "7", "createRevision": "10", "modRevision": "12",
+		"check": map[string]any{"http": "http://10.0.1.1/health", "tcp": "", "grpc": "", "grpcService": "",
+			"intervalMs": 10000.0, "timeoutMs": 5000.0, "failuresBeforeCritical": 3.0, "successesBeforePassing": 2.0},
+	}
+	if got, want := fmt.Sprint(svc.Instances[0]), fmt.Sprint(wantO1); got != want {
+		t.Errorf("instances[0] = %s\nwant           %s", got, want)
+	}
+	if o2 := svc.Instances[1]; o2["healthChangedAt"] != nil || o2["check"] != nil || fmt.Sprint(o2["ports"]) != "[]" {
+		t.Errorf("instances[1] = %v, want null healthChangedAt and check, no ports", o2)
+	}
+	m := svc.ShardMap
+	if m.Epoch != "3" || m.TotalSlots != 16 || len(m.Shards) != 2 || m.Shards[1].ID != "s2" ||
+		fmt.Sprint(m.Shards[1].Slots) != "[{8 11} {12 15}]" || fmt.Sprint(m.Shards[0].Replicas) != "[o-1 o-2]" {
+		t.Errorf("shardMap = %+v", m)
+	}
+	for _, call := range b.recordedCalls() {
+		switch req := call.(type) {
+		case *catalogpb.GetServiceRequest:
+			if req.Name != "orders" || req.Consistency != catalogpb.Consistency_LINEARIZABLE {
+				t.Errorf("GetService got %v, want a linearizable read of orders", req)
+			}
+		case *catalogpb.GetShardMapRequest:
+			if req.Service != "orders" || req.Consistency != catalogpb.Consistency_LINEARIZABLE {
+				t.Errorf("GetShardMap got %v, want a linearizable read of orders", req)
+			}
+		default:
+			t.Errorf("unexpected backend call %T", req)
+		}
+	}
+}
+
+func TestGraphQLInstanceFilters(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       string
+		wantIDs    string
+		wantFilter *catalogpb.InstanceFilter // the filter sent
+	}{
+		{"none", ``, "o-1,o-2,o-3", &catalogpb.InstanceFilter{}},
+		{"healthy", `(healthy: true)`, "o-1", &catalogpb.InstanceFilter{Healthy: true}},
+		{"healthy false is no filter", `(healthy: false)`, "o-1,o-2,o-3", &catalogpb.InstanceFilter{}},
+		{"tag", `(tag: "v2")`, "o-1,o-3", &catalogpb.InstanceFilter{Tags: []string{"v2"}}},
+		{"zone", `(zone: "b")`, "o-2", &catalogpb.InstanceFilter{Zone: "b"}},
+		{"state", `(state: [STATE_DRAINING, STATE_STOPPED])`, "o-3",
+			&catalogpb.InstanceFilter{State: []catalogpb.InstanceState{catalogpb.InstanceState_STATE_DRAINING, catalogpb.InstanceState_STATE_STOPPED}}},
+		{"health", `(health: [PASSING, WARNING])`, "o-1,o-3",
+			&catalogpb.InstanceFilter{Health: []catalogpb.HealthStatus{catalogpb.HealthStatus_PASSING, catalogpb.HealthStatus_WARNING}}},
+		{"combined", `(tag: "v2", zone: "a", health: [WARNING])`, "o-3",
+			&catalogpb.InstanceFilter{Tags: []string{"v2"}, Zone: "a", Health: []catalogpb.HealthStatus{catalogpb.HealthStatus_WARNING}}},
+		{"page", `(after: "o-1", limit: 1)`, "o-2", &catalogpb.InstanceFilter{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newFakeBackend()
+			h, _ := newTestHandler(t, b)
+			var data struct {
+				Service struct{ Instances []struct{ ID string } }
+			}
+			requireNoErrors(t, postGraphQL(t, h, `{ service(name: "orders", consistency: SERIALIZABLE) { instances`+tt.args+` { id } } }`, nil, &data))
+			var ids []string
+			for _, inst := range data.Service.Instances {
+				ids = append(ids, inst.ID)
+			}
+			if got := strings.Join(ids, ","); got != tt.wantIDs {
+				t.Errorf("instances %s, want %s", got, tt.wantIDs)
+			}
+			calls := b.recordedCalls()
+			if len(calls) != 2 {
+				t.Fatalf("backend calls %v, want GetService for the service and for its instances", calls)
+			}
+			req := calls[1].(*catalogpb.GetServiceRequest)
+			if !proto.Equal(req.Filter, tt.wantFilter) {
+				t.Errorf("filter sent %v, want %v", req.Filter, tt.wantFilter)
+			}
+			if req.Consistency != catalogpb.Consistency_SERIALIZABLE {
+				t.Errorf("instances read %v, want SERIALIZABLE as the service field asked", req.Consistency)
+			}
+			wantAfter, wantLimit := "", int64(defaultInstancesLimit)
+			if tt.name == "page" {
+				wantAfter, wantLimit = "o-1", 1
+			}
+			if req.After != wantAfter || req.Limit != wantLimit {
+				t.Errorf("instances read after %q limit %d, want %q and %d", req.After, req.Limit, wantAfter, wantLimit)
+			}
+		})
+	}
+}
+
+func TestGraphQLInstanceAndShardMap(t *testing.T) {
+	b := newFakeBackend()
+	h, _ := newTestHandler(t, b)
+	var data struct {
+		Instance *struct {
+			Service, ID, Health string
+		}
+		ShardMap *struct {
+			Service string
+			Shards  []struct{ ID, StartKey, StartKeyBase64, EndKey, EndKeyBase64 string }
+		}
+	}
+	requireNoErrors(t, postGraphQL(t, h, `{ instance(service: "payments", id: "p-1") { service id health }
+		shardMap(service: "payments") { service shards { id startKey startKeyBase64 endKey endKeyBase64 } } }`, nil, &data))
+	if data.Instance == nil || data.Instance.ID != "p-1" || data.Instance.Health != "PASSING" {
+		t.Errorf("instance = %+v, want p-1 PASSING", data.Instance)
+	}
+	if data.ShardMap == nil || len(data.ShardMap.Shards) != 2 {
+		t.Fatalf("shardMap = %+v, want payments' two shards", data.ShardMap)
+	}
+	low, high := data.ShardMap.Shards[0], data.ShardMap.Shards[1]
+	if low.StartKey != "" || low.EndKey != "m" || low.EndKeyBase64 != "bQ==" || high.StartKeyBase64 != "bf8=" {
+		t.Errorf("shards = %+v, want low [\"\", m) and high from m\\xff", data.ShardMap.Shards)
+	}
+}
+
+func TestGraphQLRegistryNulls(t *testing.T) {
+	tests := []struct {
+		name  string
+		query string
+	}{
+		{"unknown service", `{ service(name: "nope") { name } }`},
+		{"unknown instance", `{ instance(service: "orders", id: "o-9") { id } }`},
+		{"instance of unknown service", `{ instance(service: "nope", id: "o-1") { id } }`},
+		{"shard map of unknown service", `{ shardMap(service: "nope") { epoch } }`},
+		{"service without shard map", `{ shardMap(service: "search") { epoch } }`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, _ := newTestHandler(t, newFakeBackend())
+			var data map[string]any
+			requireNoErrors(t, postGraphQL(t, h, tt.query, nil, &data))
+			if len(data) != 1 {
+				t.Fatalf("data = %v, want one field", data)
+			}
+			for field, v := range data {
+				if v != nil {
+					t.Errorf("%s = %v, want null", field, v)
+				}
+			}
+		})
+	}
+	t.Run("nested shard map", func(t *testing.T) {
+		h, _ := newTestHandler(t, newFakeBackend())
+		var data struct {
+			Service struct {
+				Name     string
+				ShardMap *struct{ Epoch string }
+			}
+		}
+		requireNoErrors(t, postGraphQL(t, h, `{ service(name: "search") { name shardMap { epoch } } }`, nil, &data))
+		if data.Service.Name != "search" || data.Service.ShardMap != nil {
+			t.Errorf("service = %+v, want search with a null shardMap", data.Service)
+		}
+	})
+}
+
+func TestGraphQLLeases(t *testing.T) {
+	b := newFakeBackend()
+	h, _ := newTestHandler(t, b)
+	type lease struct {
+		ID, RemainingMs, GrantRevision string
+		TTL, Items                     int
+	}
+	var data struct{ Leases []lease }
+	requireNoErrors(t, postGraphQL(t, h, `{ leases(after: "101", limit: 3) { id ttl remainingMs items grantRevision } }`, nil, &data))
+	want := []lease{
+		{ID: "102", RemainingMs: "8998", GrantRevision: "32", TTL: 10, Items: 2},
+		{ID: "103", RemainingMs: "8997", GrantRevision: "33", TTL: 10, Items: 3},
+		{ID: "104", RemainingMs: "31536000000", GrantRevision: "34", TTL: 31536000, Items: 4},
+	}
+	if fmt.Sprint(data.Leases) != fmt.Sprint(want) {
+		t.Errorf("leases = %+v\nwant     %+v", data.Leases, want)
+	}
+	req := b.recordedCalls()[0].(*catalogpb.LeaseListRequest)
+	if req.After != 101 || req.Limit != 3 {
+		t.Errorf("LeaseList got %v, want after 101 limit 3", req)
+	}
+
+	var all struct{ Leases []lease }
+	requireNoErrors(t, postGraphQL(t, h, `{ leases { id } }`, nil, &all))
+	if len(all.Leases) != 5 {
+		t.Errorf("leases = %v, want all 5", all.Leases)
+	}
+	if req := b.recordedCalls()[1].(*catalogpb.LeaseListRequest); req.After != 0 || req.Limit != defaultLeasesLimit {
+		t.Errorf("LeaseList got %v, want after 0 and the default limit", req)
+	}
+}
+
+func TestGraphQLRegistryArgumentErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		query      string
+		wantMsg    string
+		wantReason string
+	}{
+		{"services limit zero", `{ services(limit: 0) { passing } }`, "limit must be 1..10000, got 0", "INVALID_LIMIT"},
+		{"services limit too large", `{ services(limit: 10001) { passing } }`, "limit must be 1..10000, got 10001", "INVALID_LIMIT"},
+		{"instances limit", `{ service(name: "orders") { instances(limit: -1) { id } } }`, "limit must be 1..10000, got -1", "INVALID_LIMIT"},
+		{"leases limit", `{ leases(limit: 20000) { id } }`, "limit must be 1..10000, got 20000", "INVALID_LIMIT"},
+		{"leases after not a number", `{ leases(after: "ten") { id } }`, `after must be a lease id in decimal (0..9223372036854775807), got "ten"`, "INVALID_ARGUMENT"},
+		{"leases after negative", `{ leases(after: "-3") { id } }`, `got "-3"`, "INVALID_ARGUMENT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newFakeBackend()
+			h, _ := newTestHandler(t, b)
+			errs := postGraphQL(t, h, tt.query, nil, nil)
+			if len(errs) != 1 || !strings.Contains(errs[0].Message, tt.wantMsg) {
+				t.Fatalf("errors %+v, want one containing %q", errs, tt.wantMsg)
+			}
+			if errs[0].Extensions["reason"] != tt.wantReason || errs[0].Extensions["code"] != "InvalidArgument" {
+				t.Errorf("extensions %v, want reason %s code InvalidArgument", errs[0].Extensions, tt.wantReason)
+			}
+			// Only the service lookup that holds the instances field runs.
+			wantCalls := 0
+			if strings.Contains(tt.query, "instances") {
+				wantCalls = 1
+			}
+			if calls := b.recordedCalls(); len(calls) != wantCalls {
+				t.Errorf("backend calls %v, want %d for invalid arguments", calls, wantCalls)
+			}
+		})
+	}
+	t.Run("unknown enum value", func(t *testing.T) {
+		h, _ := newTestHandler(t, newFakeBackend())
+		errs := postGraphQL(t, h, `{ service(name: "orders") { instances(health: [SICK]) { id } } }`, nil, nil)
+		if len(errs) == 0 || !strings.Contains(errs[0].Message, `Argument "health" has invalid value [SICK]`) {
+			t.Fatalf("errors %+v, want an invalid health value", errs)
+		}
+	})
+}
+
+func TestGraphQLRegistryBackendErrors(t *testing.T) {
+	noLeader, err := status.New(codes.Unavailable, "no leader elected yet; retry").WithDetails(&errdetails.ErrorInfo{
+		Domain: "catalogd", Reason: catalogpb.ErrorReason_NO_LEADER.String(),
+	})
+	if err != nil {
+		t.Fatalf("build status: %v", err)
+	}
+	invalidName := status.Error(codes.InvalidArgument, `service name must be 1..63 characters of a-z, 0-9 and '-', got "Bad_Name"`)
+	tests := []struct {
+		name     string
+		err      error
+		wantMsg  string
+		wantCode string
+	}{
+		{"unavailable", noLeader.Err(), "no leader elected yet; retry", "Unavailable"},
+		{"invalid argument", invalidName, `service name must be 1..63 characters`, "InvalidArgument"},
+	}
+	queries := []string{
+		`{ services { passing } }`,
+		`{ service(name: "Bad_Name") { name } }`,
+		`{ instance(service: "orders", id: "o-1") { id } }`,
+		`{ shardMap(service: "orders") { epoch } }`,
+		`{ leases { id } }`,
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newFakeBackend()
+			b.registryErr = tt.err
+			h, _ := newTestHandler(t, b)
+			for _, query := range queries {
+				errs := postGraphQL(t, h, query, nil, nil)
+				if len(errs) != 1 || !strings.Contains(errs[0].Message, tt.wantMsg) || errs[0].Extensions["code"] != tt.wantCode {
+					t.Errorf("%s: errors %+v, want one with %q and code %s", query, errs, tt.wantMsg, tt.wantCode)
+				}
+			}
+		})
+	}
+}
+
+// TestGraphQLConcurrentRegistryRequests is meant for -race: enum values are
+// parsed and written by concurrent requests.
+func TestGraphQLConcurrentRegistryRequests(t *testing.T) {
+	h, _ := newTestHandler(t, newFakeBackend())
+	var wg sync.WaitGroup
+	errc := make(chan error, 16)
+	for i := range 16 {
+		wg.Go(func() {
+			query := `{ service(name: "orders") { instances(state: [STATE_SERVING], health: [PASSING, CRITICAL]) { id state health } } }`
+			req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/graphql", strings.NewReader(fmt.Sprintf(`{"query": %q}`, query)))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"health":"CRITICAL"`) || strings.Contains(rec.Body.String(), `"errors"`) {
+				errc <- fmt.Errorf("request %d: %d %s", i, rec.Code, rec.Body)
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
 	}
 }

@@ -28,6 +28,8 @@ type queryArea struct {
 var queryAreas = []queryArea{
 	{"cluster", clusterFields},
 	{"kv", kvFields},
+	{"registry", registryFields},
+	{"lease", leaseFields},
 }
 
 // sharedTypes are the GraphQL types more than one area uses. A GraphQL schema
@@ -94,6 +96,23 @@ func newSharedTypes() *sharedTypes {
 			},
 		}),
 	}
+}
+
+// protoEnum builds a GraphQL enum of a protobuf enum: the same value names
+// (as protojson writes them), resolving to the protobuf values.
+func protoEnum[E ~int32](name, desc string, names map[int32]string, descs map[E]string) *graphql.Enum {
+	values := graphql.EnumValueConfigMap{}
+	for num, n := range names {
+		values[n] = &graphql.EnumValueConfig{Value: E(num), Description: descs[E(num)]}
+	}
+	e := graphql.NewEnum(graphql.EnumConfig{Name: name, Description: desc, Values: values})
+	// graphql-go fills an enum's lookup maps on first use without a lock;
+	// fill them now, before concurrent requests can race to.
+	for _, v := range e.Values() {
+		e.Serialize(v.Value)
+		e.ParseValue(v.Name)
+	}
+	return e
 }
 
 // consistencyArg returns the Consistency argument of a field, LINEARIZABLE

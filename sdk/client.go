@@ -198,6 +198,10 @@ func (c *Client) KV() catalogpb.KVClient { return c.kv }
 // Cluster returns the raw generated Cluster client (no retries, no error mapping).
 func (c *Client) Cluster() catalogpb.ClusterClient { return c.cluster }
 
+// Conn returns the client's balanced connection, for generated clients of
+// any catalogd service (no retries, no error mapping).
+func (c *Client) Conn() grpc.ClientConnInterface { return c.conn }
+
 // Close closes every connection of the client. Calls in flight fail.
 func (c *Client) Close() error {
 	c.mu.Lock()

@@ -22,7 +22,8 @@ func newBenchCommand(a *app) *cobra.Command {
 		"requests back to back until --total is reached. It prints progress on stderr\n" +
 		"every second and a report in the shape of etcd's benchmark tool on stdout.\n" +
 		"--command-timeout bounds each request. Exit code 1 when any request failed."
-	cmd.AddCommand(newBenchPutCommand(a), newBenchGetCommand(a))
+	cmd.AddCommand(newBenchPutCommand(a), newBenchGetCommand(a), newBenchKeepAliveCommand(a), newBenchWatchCommand(a),
+		newBenchDiscoverCommand(a), newBenchInstancesCommand(a))
 	return cmd
 }
 

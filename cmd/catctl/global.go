@@ -120,7 +120,8 @@ func newRootCommand(a *app, getenv func(string) string) *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{cmd: cmd, err: err}
 	})
-	root.AddCommand(newClusterCommand(a), newMemberCommand(a), newSnapshotCommand(a), newKVCommand(a), newBenchCommand(a))
+	root.AddCommand(newClusterCommand(a), newMemberCommand(a), newSnapshotCommand(a), newKVCommand(a), newBenchCommand(a),
+		newServiceCommand(a), newLeaseCommand(a), newWatchCommand(a), newShardCommand(a))
 	return root
 }
 

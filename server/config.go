@@ -54,7 +54,8 @@ type Config struct {
 	// LeaseRevokeRate caps how many expired leases the leader revokes per
 	// second, so a mass expiry cannot crowd the log.
 	LeaseRevokeRate int
-	// DisableHealthChecks stops this server from probing instances (tests).
+	// DisableHealthChecks stops this server from probing instances. For
+	// tests only: the other servers still count it as one of the checkers.
 	DisableHealthChecks bool
 
 	// EnablePprof serves Go's profiler on the HTTP address under /debug/pprof/.
@@ -127,10 +128,10 @@ func (c *Config) Validate() error {
 		return errors.New("request timeout must be positive")
 	}
 	if c.WatchProgressInterval <= 0 {
-		return errors.New("watch progress interval must be positive")
+		return fmt.Errorf("--watch-progress-interval must be positive, got %v", c.WatchProgressInterval)
 	}
 	if c.LeaseRevokeRate < 1 {
-		return errors.New("lease revoke rate must be at least 1 per second")
+		return fmt.Errorf("--lease-revoke-rate must be at least 1 (revokes per second), got %d", c.LeaseRevokeRate)
 	}
 	if c.Join != "" {
 		if c.InitialCluster != "" {

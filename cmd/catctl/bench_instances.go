@@ -282,12 +282,15 @@ func (s *keepAliveStream) session(ctx context.Context) {
 		}
 	}()
 	// Send each lease's renewal every ttl/3: a pass over the leases is
-	// spread over that period in steps of 10 ms.
+	// spread over that period in steps of 10 ms. The cursor carries over
+	// from step to step, so leases added during a pass shift no lease out
+	// of it; they are reached at the end of the pass.
 	period := s.ttl / 3
 	const step = 10 * time.Millisecond
-	steps := int(period / step)
+	steps := max(int(period/step), 1)
 	ticker := time.NewTicker(step)
 	defer ticker.Stop()
+	pos := 0
 	for k := 0; ; k = (k + 1) % steps {
 		select {
 		case <-ctx.Done():
@@ -296,15 +299,20 @@ func (s *keepAliveStream) session(ctx context.Context) {
 		}
 		s.mu.Lock()
 		n := len(s.leases)
-		// Leases [k*n/steps, (k+1)*n/steps) are due in this step.
-		from, to := k*n/steps, (k+1)*n/steps
-		batch := append([]int64(nil), s.leases[from:to]...)
+		if k == 0 {
+			pos = 0
+		}
+		to := max((k+1)*n/steps, pos)
+		if k == steps-1 {
+			to = n
+		}
+		batch := append([]int64(nil), s.leases[pos:to]...)
+		pos = to
 		now := time.Now()
 		for _, id := range batch {
 			s.sent[id] = now
 		}
 		s.mu.Unlock()
-		// New leases were renewed when granted; the pass reaches them.
 		for _, id := range batch {
 			if err := stream.Send(&catalogpb.LeaseKeepAliveRequest{Id: id}); err != nil {
 				return

@@ -94,6 +94,8 @@ type Client struct {
 	backoffMax  time.Duration
 	// sleep waits between retries; tests intercept it.
 	sleep func(ctx context.Context, d time.Duration) error
+	// watches runs the client's watches over one shared stream.
+	watches *watchManager
 
 	mu sync.Mutex
 	// endpointConns hold one connection per endpoint asked by StatusOf, which
@@ -135,7 +137,7 @@ func New(cfg Config) (*Client, error) {
 	case maxRetries < 0:
 		maxRetries = 0
 	}
-	return &Client{
+	c := &Client{
 		cfg:           cfg,
 		conn:          conn,
 		kv:            catalogpb.NewKVClient(conn),
@@ -145,7 +147,9 @@ func New(cfg Config) (*Client, error) {
 		backoffMax:    100 * time.Millisecond,
 		sleep:         sleepCtx,
 		endpointConns: make(map[string]*grpc.ClientConn),
-	}, nil
+	}
+	c.watches = newWatchManager(c)
+	return c, nil
 }
 
 // baseDialOptions are the options every connection of the client starts with.
@@ -202,19 +206,26 @@ func (c *Client) Cluster() catalogpb.ClusterClient { return c.cluster }
 // any catalogd service (no retries, no error mapping).
 func (c *Client) Conn() grpc.ClientConnInterface { return c.conn }
 
-// Close closes every connection of the client. Calls in flight fail.
+// Close closes every connection of the client. Calls in flight fail; watches
+// end with an error saying the client was closed.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil
 	}
 	c.closed = true
+	endpointConns := c.endpointConns
+	c.endpointConns = nil
+	c.mu.Unlock()
+
+	// Before the connection closes, so that watches end with the reason
+	// rather than a stream error.
+	c.watches.close()
 	errs := []error{c.conn.Close()}
-	for _, conn := range c.endpointConns {
+	for _, conn := range endpointConns {
 		errs = append(errs, conn.Close())
 	}
-	c.endpointConns = nil
 	return errors.Join(errs...)
 }
 

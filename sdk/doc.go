@@ -7,8 +7,9 @@
 // callers match failures with errors.Is and never by message text.
 //
 // The invariant it keeps: a request is sent again only when sending it again
-// cannot apply it twice. Reads (Get, Status) are retried on codes.Unavailable;
-// writes (Put, Delete, Txn) only when the server answered NO_LEADER, which
+// cannot apply it twice. Reads (Get, Status, GetService, TimeToLive...) are
+// retried on codes.Unavailable; writes (Put, Delete, Txn, Grant, Revoke,
+// RegisterInstance...) only when the server answered NO_LEADER, which
 // guarantees the write was not proposed. Retries back off exponentially with
 // jitter and never wait past the caller's context deadline.
 //
@@ -17,7 +18,55 @@
 //
 // The convenience API takes string keys and values, as etcd's clientv3 does;
 // responses are the catalogpb messages, whose keys and values are []byte.
-// KV and Cluster give the raw generated clients for anything else.
+// KV, Cluster and Conn give the raw generated clients for anything else.
+//
+// # Leases
+//
+// Grant returns a lease of a TTL (whole seconds, within the servers' bounds:
+// ErrTTLOutOfRange names them). Keys (Put with WithLease) and instances
+// attached to it are deleted when it expires or is revoked. KeepAlive renews
+// a lease every TTL/3 until Stop or its context ends; the renewals of all of
+// a client's leases share one stream, reopened on another endpoint when it
+// breaks. A KeepAlive ends with ErrLeaseNotFound once the lease is gone:
+// renewing cannot bring it back, the caller grants a new one.
+//
+// # Registration
+//
+// Register registers an Instance and keeps it registered until
+// Registration.Close: it grants a lease (WithTTL, default 10s) the instance
+// lives by and keeps it alive, so the instance disappears a TTL after its
+// process dies. When the lease is lost anyway (a partition that outlasted the
+// TTL, a revoke), it registers the instance again on a new lease, with
+// backoff, keeping the health and state set last (Reregistered signals it).
+// WithHealthCheckFunc reports a local check's result; WithDrain makes Close
+// set the instance DRAINING and wait before it deregisters. Close deregisters
+// the instance and revokes the lease it granted. PutService, RegisterInstance and the
+// other raw Registry calls are there for callers that manage leases
+// themselves.
+//
+// # Discovery
+//
+// Discover lists a service's instances that pass Filters (Healthy, HasTag,
+// InZone, WithMeta, InState, WithHealth; linearizable unless Serializable).
+// For lookups on a hot path, NewResolver keeps a service's instances in
+// memory: it lists them, then follows a watch from the listing's revision
+// (listing again if the watch fell behind the servers' history), so
+// Resolver.Instances answers without a network call. GRPCResolver plugs that
+// cache into gRPC: a connection to "catalog:///SERVICE" (with optional
+// ?tag=, zone= and meta=KEY=VALUE filters) balances over the service's
+// healthy, serving instances and follows them as they change.
+//
+// # Watch
+//
+// Watch streams the events of config keys, services and their instances,
+// shard maps or leases, each revision whole and in order. With
+// WithStartRevision it first replays the history from that revision. The
+// watches of a client share one stream; when it breaks, or when the server
+// cancels a watch that read too slowly, each watch resumes from its last
+// delivered revision + 1 on whichever server answers: no gap and no
+// duplicate. A watch ends only when its context does, when the client is
+// closed, or on an error it cannot resume from, such as ErrCompacted (the
+// caller then lists again and watches from the listing's revision).
 //
 // This package must not import any server-side package of this module (only
 // api/catalogpb, grpc, protobuf and genproto's errdetails): a test enforces it.

@@ -141,7 +141,7 @@ func (c *Client) Watch(ctx context.Context, f WatchFilter, opts ...WatchOption) 
 		out:     out,
 		notify:  make(chan struct{}, 1),
 	}
-	c.watchManager(w)
+	c.watches.add(w)
 	go w.deliver()
 	return out
 }
@@ -160,14 +160,12 @@ func (c *Client) RequestProgress(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	watchManagersMu.Lock()
-	m := watchManagers[c]
-	watchManagersMu.Unlock()
-	if m == nil {
-		return nil // no watches
-	}
+	m := c.watches
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if len(m.watches) == 0 {
+		return nil // no watches
+	}
 	if m.conn != nil {
 		m.conn.enqueue(&catalogpb.WatchRequest{Request: &catalogpb.WatchRequest_ProgressRequest{ProgressRequest: &catalogpb.WatchProgressRequest{}}})
 	} else {
@@ -183,39 +181,40 @@ func (c *Client) isClosed() bool {
 	return c.closed
 }
 
-// watchManagers holds each client's watch manager while it has watches (the
-// Client struct has no field for it).
-var (
-	watchManagersMu sync.Mutex
-	watchManagers   = map[*Client]*watchManager{}
-)
-
-// watchManager adds w to c's manager, starting one if c has none.
-func (c *Client) watchManager(w *clientWatch) {
-	watchManagersMu.Lock()
-	defer watchManagersMu.Unlock()
-	m := watchManagers[c]
-	if m == nil {
-		m = &watchManager{c: c, watches: map[*clientWatch]struct{}{}, byID: map[int64]*clientWatch{}}
-		watchManagers[c] = m
-		go m.run()
-	}
+// add adds w to c's watches, starting the stream if it is not running. A
+// watch added after Close ends at once with errWatchClientClosed.
+func (m *watchManager) add(w *clientWatch) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w.m = m
+	if m.closed {
+		w.finished = true
+		w.final = &WatchResponse{Err: errWatchClientClosed}
+		return
+	}
 	m.watches[w] = struct{}{}
 	if m.conn != nil {
 		m.createLocked(w)
 	}
+	if !m.running {
+		m.running = true
+		go m.run()
+	}
 }
 
 // A watchManager runs a client's watches over one stream, opening a new one
-// (to whichever endpoint the balancer picks) when it breaks.
+// (to whichever endpoint the balancer picks) when it breaks. Each Client has
+// one from New on; its stream runs only while the client has watches.
 type watchManager struct {
 	c *Client
 
 	mu      sync.Mutex
 	watches map[*clientWatch]struct{}
+	// running is set from the start of a run goroutine until it decides to
+	// return, so that one run at most keeps a stream; closed is set by
+	// Client.Close.
+	running bool
+	closed  bool
 	// byID are the watches created on the current stream, by their id there.
 	// Ids are never reused, so a late response for a cancelled id is ignored.
 	byID   map[int64]*clientWatch
@@ -328,31 +327,53 @@ func fatalStreamError(err error) bool {
 	return false
 }
 
-// retire removes an idle manager (no watches) from its client.
+// newWatchManager returns the watch manager of c, with no watches.
+func newWatchManager(c *Client) *watchManager {
+	return &watchManager{c: c, watches: map[*clientWatch]struct{}{}, byID: map[int64]*clientWatch{}}
+}
+
+// retire stops run when the client has no watches left; the next Watch
+// starts it again.
 func (m *watchManager) retire() bool {
-	watchManagersMu.Lock()
-	defer watchManagersMu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.watches) > 0 {
 		return false
 	}
-	delete(watchManagers, m.c)
+	m.running = false
 	return true
 }
 
-// failAll ends every watch with err and retires m: a later Watch starts a
-// new manager.
+// failAll ends every watch with err and stops run: a later Watch starts it
+// again with a new stream.
 func (m *watchManager) failAll(err error) {
-	watchManagersMu.Lock()
-	defer watchManagersMu.Unlock()
-	if watchManagers[m.c] == m {
-		delete(watchManagers, m.c)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.failAllLocked(err)
+	m.running = false
+}
+
+// failAllLocked ends every watch with err, after what each has pending, and
+// forgets them; m.mu is held.
+func (m *watchManager) failAllLocked(err error) {
 	for w := range m.watches {
 		m.finishLocked(w, WatchResponse{Err: err})
+		delete(m.watches, w)
+	}
+}
+
+// close ends every watch with errWatchClientClosed and the stream with
+// them; later watches end at once. Client.Close calls it.
+func (m *watchManager) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.closed = true
+	m.failAllLocked(errWatchClientClosed)
+	if m.conn != nil {
+		m.conn.cancel()
 	}
 }
 

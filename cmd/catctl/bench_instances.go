@@ -142,6 +142,10 @@ func newBenchInstancesCommand(a *app) *cobra.Command {
 					}
 				}
 			}
+			for _, s := range streams {
+				l, _ := s.takeStats()
+				all = append(all, l)
+			}
 			fmt.Fprintln(a.stdout, "\nKeep-alive latency over the hold:")
 			if err := newBenchReport(time.Since(holdStart), all, nil).write(a.stdout); err != nil {
 				return err

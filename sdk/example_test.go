@@ -126,7 +126,6 @@ func ExampleClient_GRPCResolver() {
 	// that carry the tag v2, and follow them as they come and go.
 	conn, err := grpc.NewClient("catalog:///orders?tag=v2",
 		grpc.WithResolvers(c.GRPCResolver()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		log.Fatal(err)

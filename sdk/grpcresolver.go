@@ -14,6 +14,10 @@ import (
 	"google.golang.org/grpc/resolver"
 )
 
+// roundRobinConfig is the service config the resolver gives connections:
+// calls spread over every healthy serving instance.
+const roundRobinConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+
 // GRPCScheme is the target scheme GRPCResolver resolves.
 const GRPCScheme = "catalog"
 
@@ -22,11 +26,11 @@ const GRPCScheme = "catalog"
 // with a Resolver and gives gRPC the addresses of its healthy (PASSING or
 // WARNING), SERVING instances that pass the query's filters (every tag and
 // meta pair given must match), each endpoint carrying the instance's weight
-// (EndpointWeight). Give it to one connection only:
+// (EndpointWeight), with a service config choosing round robin. Give it to
+// one connection only:
 //
 //	conn, err := grpc.NewClient("catalog:///orders",
 //		grpc.WithResolvers(cli.GRPCResolver()),
-//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 //		grpc.WithTransportCredentials(insecure.NewCredentials()))
 //
 // When no instance qualifies the resolver reports an error naming the
@@ -197,6 +201,11 @@ func (g *grpcResolver) push(res *Resolver) {
 		return
 	}
 	g.last = key.String()
+	// Round robin over the instances unless the connection has a service
+	// config of its own (grpc.WithDefaultServiceConfig is overridden by a
+	// resolver's config, so only a config that disables resolver configs,
+	// grpc.WithDisableServiceConfig, keeps the connection's choice).
+	state.ServiceConfig = g.cc.ParseServiceConfig(roundRobinConfig)
 	// An error means the balancer refused the state; nothing to do but wait
 	// for the next change.
 	_ = g.cc.UpdateState(state)

@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
 )
 
 func parseTarget(t *testing.T, raw string) resolver.Target {
@@ -84,6 +85,17 @@ type fakeCC struct {
 
 func newFakeCC() *fakeCC { return &fakeCC{changed: make(chan struct{}, 100)} }
 
+// ParseServiceConfig records the config the resolver asks for as parsed
+// (a fake parse: the JSON kept as the config's text).
+func (f *fakeCC) ParseServiceConfig(js string) *serviceconfig.ParseResult {
+	return &serviceconfig.ParseResult{Config: fakeServiceConfig{json: js}}
+}
+
+type fakeServiceConfig struct {
+	serviceconfig.Config
+	json string
+}
+
 func (f *fakeCC) UpdateState(s resolver.State) error {
 	f.mu.Lock()
 	f.states = append(f.states, s)
@@ -147,6 +159,9 @@ func TestGRPCResolverGivesHealthyServingAddresses(t *testing.T) {
 	}
 	if len(state.Addresses) != 2 {
 		t.Errorf("addresses %v, want the same two", state.Addresses)
+	}
+	if sc, ok := state.ServiceConfig.Config.(fakeServiceConfig); state.ServiceConfig == nil || !ok || !strings.Contains(sc.json, "round_robin") {
+		t.Errorf("service config %+v, want round robin", state.ServiceConfig)
 	}
 
 	w := src.nextWatch(t)
@@ -234,8 +249,8 @@ func TestGRPCResolverBalances(t *testing.T) {
 	src := newFakeSource(10, a, b)
 	conn, err := grpc.NewClient("catalog:///orders",
 		grpc.WithResolvers(&grpcBuilder{src: src}),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+		// No service config: the resolver chooses round robin.
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -283,8 +283,8 @@ func testGRPCBalancing(t *testing.T, cli *sdk.Client) {
 
 	conn, err := grpc.NewClient("catalog:///echo",
 		grpc.WithResolvers(cli.GRPCResolver()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+		// No service config: the resolver chooses round robin.
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("grpc.NewClient: %v", err)
 	}

@@ -80,20 +80,158 @@ func (ls *leaseService) Revoke(ctx context.Context, req *catalogpb.LeaseRevokeRe
 	return resp, nil
 }
 
-// KeepAlive renews leases in the leader's memory, one response per request;
-// a follower forwards the whole stream to the leader. When leadership moves,
-// the stream ends with NOT_LEADER and the client opens a new one.
+// KeepAlive renews leases in the leader's memory, one response per request,
+// in order. On a follower each request goes to the leader through the
+// member's shared stream (keepAliveRelay). A client's stream outlives
+// leadership changes: each request is renewed by whoever leads when it
+// arrives. Only requests in flight when the leader goes away fail, ending
+// the stream with NOT_LEADER so that the client opens a new one.
 func (ls *leaseService) KeepAlive(stream catalogpb.Lease_KeepAliveServer) error {
 	s := ls.s
-	if s.isLeader() {
+	if isForwarded(stream.Context()) {
+		// A follower's relay: served by the leader only, and ended when it
+		// stops leading, which fails the relay's requests in flight.
+		if !s.isLeader() {
+			return toGRPCError(fmt.Errorf("%w: member %x was asked as the leader but is not (leadership moved); reconnect", errNotLeader, s.id))
+		}
 		return ls.serveKeepAlive(stream)
 	}
-	if isForwarded(stream.Context()) {
-		return toGRPCError(fmt.Errorf("%w: member %x was asked as the leader but is not (leadership moved); reconnect", errNotLeader, s.id))
+	if s.isLeader() {
+		return ls.keepAliveOnLeader(stream)
 	}
-	return ls.forwardKeepAlive(stream)
+	return ls.keepAlive(stream)
 }
 
+// relayWindow bounds the keep-alives of one client stream in flight.
+const relayWindow = 256
+
+// keepAlive serves a client's stream that began on a follower, keeping up
+// to relayWindow requests in flight through the relay (each is renewed here
+// instead should this member have become the leader).
+func (ls *leaseService) keepAlive(stream catalogpb.Lease_KeepAliveServer) error {
+	ctx := stream.Context()
+	// queue holds one reply channel per request, in request order.
+	queue := make(chan chan relayReply, relayWindow)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			reply := make(chan relayReply, 1)
+			select {
+			case queue <- reply:
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+			ls.renewOrRelay(ctx, req.GetId(), reply)
+		}
+	}()
+	for {
+		var reply chan relayReply
+		var ok bool
+		select {
+		case reply, ok = <-queue:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if !ok {
+			if err := <-errc; err != io.EOF {
+				return err
+			}
+			return nil // the client closed and every reply was sent
+		}
+		var rep relayReply
+		select {
+		case rep = <-reply:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if rep.err != nil {
+			return toGRPCError(rep.err)
+		}
+		if err := stream.Send(rep.resp); err != nil {
+			return err
+		}
+	}
+}
+
+// renewOrRelay renews lease id here when this member leads, and through the
+// relay otherwise; the answer goes to reply.
+func (ls *leaseService) renewOrRelay(ctx context.Context, id int64, reply chan<- relayReply) {
+	if resp, err, ok := ls.renewHere(ctx, id); ok {
+		reply <- relayReply{resp: resp, err: err}
+		return
+	}
+	if err := ls.s.relay.send(id, reply); err != nil {
+		reply <- relayReply{err: err}
+	}
+}
+
+// renewHere answers a keep-alive of lease id on this member: ok is false
+// when it does not lead, and the request must go to the leader.
+func (ls *leaseService) renewHere(ctx context.Context, id int64) (resp *catalogpb.LeaseKeepAliveResponse, err error, ok bool) {
+	s := ls.s
+	if id <= 0 {
+		// No such lease can exist.
+		return &catalogpb.LeaseKeepAliveResponse{Header: s.header(s.sm.Revision()), Id: id}, nil, true
+	}
+	if !s.isLeader() {
+		return nil, nil, false
+	}
+	ttl, err := s.leases.renew(ctx, id)
+	if err == nil {
+		return &catalogpb.LeaseKeepAliveResponse{Header: s.header(s.sm.Revision()), Id: id, TtlSeconds: ttl}, nil, true
+	}
+	if errors.Is(err, errNotLeader) && !s.isLeader() {
+		return nil, nil, false // leadership moved while renewing
+	}
+	return nil, err, true
+}
+
+// keepAliveOnLeader serves a client's stream that began on the leader: one
+// request at a time, with no goroutine of its own, which is the cheapest for
+// the common short streams (etcd's KeepAliveOnce opens one per renewal).
+// Should this member stop leading, the rest of the stream is relayed.
+func (ls *leaseService) keepAliveOnLeader(stream catalogpb.Lease_KeepAliveServer) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		resp, err, ok := ls.renewHere(ctx, req.GetId())
+		if !ok {
+			reply := make(chan relayReply, 1)
+			if err := ls.s.relay.send(req.GetId(), reply); err != nil {
+				return toGRPCError(err)
+			}
+			select {
+			case rep := <-reply:
+				resp, err = rep.resp, rep.err
+			case <-ctx.Done():
+				return status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		if err != nil {
+			return toGRPCError(err)
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// serveKeepAlive serves a follower's relay stream on the leader, and ends it
+// as soon as this member stops leading, failing the relay's requests in
+// flight so that their clients reconnect.
 func (ls *leaseService) serveKeepAlive(stream catalogpb.Lease_KeepAliveServer) error {
 	s := ls.s
 	ctx := stream.Context()
@@ -142,70 +280,8 @@ func (ls *leaseService) serveKeepAlive(stream catalogpb.Lease_KeepAliveServer) e
 	}
 }
 
-// forwardKeepAlive relays a client's stream over one stream of its own to
-// the leader, for as long as that member leads.
-func (ls *leaseService) forwardKeepAlive(stream catalogpb.Lease_KeepAliveServer) error {
-	s := ls.s
-	changed := s.node.LeaderChanged()
-	conn, fctx, lead, err := s.leaderConn(stream.Context())
-	if err != nil {
-		return toGRPCError(err)
-	}
-	ctx, cancel := context.WithCancel(fctx)
-	defer cancel()
-	up, err := catalogpb.NewLeaseClient(conn).KeepAlive(ctx)
-	if err != nil {
-		return toGRPCError(fmt.Errorf("%w: cannot reach leader %x: %v", errNotLeader, lead, err))
-	}
-	errc := make(chan error, 2)
-	respc := make(chan *catalogpb.LeaseKeepAliveResponse, 16)
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err == io.EOF {
-				_ = up.CloseSend()
-				return
-			}
-			if err != nil {
-				errc <- err
-				return
-			}
-			if up.Send(req) != nil {
-				return // up.Recv reports why
-			}
-		}
-	}()
-	go func() {
-		for {
-			resp, err := up.Recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case respc <- resp:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	// Only this goroutine sends to the client.
-	for {
-		select {
-		case resp := <-respc:
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
-		case err := <-errc:
-			return ls.forwardedStreamEnd(stream.Context(), lead, err)
-		case <-changed:
-			return toGRPCError(fmt.Errorf("%w: the leader changed (it was %x); reconnect", errNotLeader, lead))
-		}
-	}
-}
-
 // forwardedStreamEnd says how a forwarded keep-alive stream ended.
-func (ls *leaseService) forwardedStreamEnd(ctx context.Context, lead uint64, err error) error {
+func forwardedStreamEnd(ctx context.Context, lead uint64, err error) error {
 	if err == io.EOF {
 		return nil // the client closed, and the leader finished
 	}
@@ -216,7 +292,7 @@ func (ls *leaseService) forwardedStreamEnd(ctx context.Context, lead uint64, err
 		return err // the leader's own answer (NOT_LEADER, ...)
 	}
 	if status.Code(err) == codes.Unavailable || status.Code(err) == codes.Canceled {
-		return toGRPCError(fmt.Errorf("%w: the stream to leader %x broke (%v); reconnect", errNotLeader, lead, err))
+		return fmt.Errorf("%w: the stream to leader %x broke (%v); reconnect", errNotLeader, lead, err)
 	}
 	return err
 }

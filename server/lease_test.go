@@ -516,8 +516,8 @@ func TestLeasesSurviveLeaderFailover(t *testing.T) {
 				}
 			}
 			k := keepLeaseAlive(t, lc, live, 300*time.Millisecond)
-			// A forwarded stream open across the failover ends with
-			// NOT_LEADER, so that its client opens a new one.
+			// A client's stream on a follower, open across the failover,
+			// goes on working: its next keep-alive reaches the new leader.
 			raw, err := lc.KeepAlive(t.Context())
 			if err != nil {
 				t.Fatal(err)
@@ -541,8 +541,24 @@ func TestLeasesSurviveLeaderFailover(t *testing.T) {
 				}
 				return nil
 			})
-			_, err = raw.Recv()
-			wantLeaseErr(t, err, codes.Unavailable, "NOT_LEADER", "leader changed")
+			waitFor(t, 10*time.Second, "a keep-alive on the old stream answered by the new leader", func() error {
+				if err := raw.Send(&catalogpb.LeaseKeepAliveRequest{Id: live}); err != nil {
+					return err
+				}
+				r, err := raw.Recv()
+				if err != nil {
+					// A keep-alive in flight to the old leader fails the
+					// stream; the client opens a new one, as the SDK does.
+					if raw, err = lc.KeepAlive(t.Context()); err != nil {
+						t.Fatal(err)
+					}
+					return fmt.Errorf("stream failed, reopened: %v", err)
+				}
+				if r.TtlSeconds != ttl {
+					return fmt.Errorf("ttl %d", r.TtlSeconds)
+				}
+				return nil
+			})
 			waitFor(t, 10*time.Second, "the unrenewed lease expired", func() error {
 				if r := leaseTTL(t, lc, dead); r.TtlSeconds != -1 {
 					return fmt.Errorf("ttl %d", r.TtlSeconds)
@@ -687,4 +703,59 @@ func BenchmarkKeepAlive(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestKeepAliveRelayKeepsOrder: many client streams on a follower, each
+// with many keep-alives in flight, share the follower's one stream to the
+// leader; every stream gets one answer per request, in its own order, each
+// for the lease it asked about.
+func TestKeepAliveRelayKeepsOrder(t *testing.T) {
+	c := newTestCluster(t, 3)
+	f := c.follower()
+	lc := leaseClient(t, f.ClientAddr())
+	ids := []int64{grant(t, lc, 5), grant(t, lc, 7), 0, 12345} // 0 and 12345: no such lease
+	want := map[int64]int64{ids[0]: 5, ids[1]: 7, 0: 0, 12345: 0}
+	const streams, perStream = 8, 300
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for n := range streams {
+		wg.Go(func() {
+			stream, err := lc.KeepAlive(t.Context())
+			if err != nil {
+				errs <- err
+				return
+			}
+			sent := make([]int64, perStream)
+			for i := range sent {
+				sent[i] = ids[(i+n)%len(ids)]
+				if err := stream.Send(&catalogpb.LeaseKeepAliveRequest{Id: sent[i]}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			for i, id := range sent {
+				resp, err := stream.Recv()
+				if err != nil {
+					errs <- fmt.Errorf("stream %d, answer %d: %v", n, i, err)
+					return
+				}
+				if resp.Id != id || resp.TtlSeconds != want[id] {
+					errs <- fmt.Errorf("stream %d, answer %d: lease %d ttl %d, want lease %d ttl %d", n, i, resp.Id, resp.TtlSeconds, id, want[id])
+					return
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := stream.Recv(); err != io.EOF {
+				errs <- fmt.Errorf("stream %d after CloseSend: %v, want EOF", n, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }

@@ -51,9 +51,10 @@ type Server struct {
 	node      *consensus.Node
 
 	// Derived, in-memory state kept in step with the store (applyObserver).
-	leases  *leaseManager  // lease deadlines and keep-alives (leader only)
-	watches *watchHub      // watch streams
-	checks  *healthChecker // health checks this server runs
+	leases  *leaseManager   // lease deadlines and keep-alives (leader only)
+	relay   *keepAliveRelay // a follower's keep-alives to the leader
+	watches *watchHub       // watch streams
+	checks  *healthChecker  // health checks this server runs
 
 	clientLn, peerLn, httpLn net.Listener
 	grpcServer               *grpc.Server
@@ -136,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.leases = newLeaseManager(s)
+	s.relay = newKeepAliveRelay(s)
 	s.watches = newWatchHub(s)
 	s.checks = newHealthChecker(s)
 	s.sm.observers = []applyObserver{s.leases, s.watches, s.checks}
@@ -314,6 +316,7 @@ func (s *Server) Stop(ctx context.Context) {
 		hctx, hcancel := context.WithTimeout(ctx, 2*time.Second)
 		_ = s.httpServer.Shutdown(hctx)
 		hcancel()
+		s.relay.close()
 		s.node.Stop()
 		s.wg.Wait()
 		s.peerClients.close()

@@ -58,6 +58,7 @@ func newBenchKeepAliveCommand(a *app) *cobra.Command {
 		f            benchFlags
 		ttl          time.Duration
 		targetLeader bool
+		once         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "keepalive",
@@ -65,8 +66,9 @@ func newBenchKeepAliveCommand(a *app) *cobra.Command {
 		Long: "Each of --clients workers grants a lease of --ttl, opens a KeepAlive stream and\n" +
 			"sends keep-alives back to back, each after the previous answer, as etcd's\n" +
 			"benchmark lease-keepalive does. With --target-leader every connection goes to\n" +
-			"the leader (keep-alives sent to a follower are forwarded to it). The leases\n" +
-			"are revoked at the end.",
+			"the leader (keep-alives sent to a follower are forwarded to it). With --once\n" +
+			"each renewal is a KeepAliveOnce call that opens its own stream, which is what\n" +
+			"etcd's benchmark lease-keepalive does. The leases are revoked at the end.",
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := f.validate(cmd); err != nil {
@@ -138,6 +140,22 @@ func newBenchKeepAliveCommand(a *app) *cobra.Command {
 				latencies[i] = make([]time.Duration, 0, quota)
 				errs[i] = make(map[string]int)
 				wg.Go(func() {
+					if once {
+						for range quota {
+							rctx, cancel := context.WithTimeout(ctx, a.commandTimeout)
+							sent := time.Now()
+							_, err := w.c.KeepAliveOnce(rctx, w.lease)
+							latency := time.Since(sent)
+							cancel()
+							if err != nil {
+								errs[i][err.Error()]++
+							} else {
+								latencies[i] = append(latencies[i], latency)
+							}
+							done.Add(1)
+						}
+						return
+					}
 					req := &catalogpb.LeaseKeepAliveRequest{Id: w.lease}
 					for range quota {
 						sent := time.Now()
@@ -170,6 +188,7 @@ func newBenchKeepAliveCommand(a *app) *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().DurationVar(&ttl, "ttl", 60*time.Second, "TTL of each worker's lease")
 	cmd.Flags().BoolVar(&targetLeader, "target-leader", false, "connect to the leader only")
+	cmd.Flags().BoolVar(&once, "once", false, "renew with KeepAliveOnce, a new stream per renewal (as etcd's benchmark does)")
 	return cmd
 }
 

@@ -14,7 +14,8 @@ dir=$(mktemp -d /tmp/catalogd-instances.XXXXXX)
 go build -o bin/catalogd ./cmd/catalogd
 go build -o bin/catctl ./cmd/catctl
 export CATALOG_ENDPOINTS=127.0.0.1:7400,127.0.0.1:7410,127.0.0.1:7420
-trap 'scripts/local-cluster.sh stop "$dir"; rm -rf "$dir"' EXIT
+# On failure the members' logs stay in $dir.
+trap 'st=$?; scripts/local-cluster.sh stop "$dir"; if [ $st -eq 0 ]; then rm -rf "$dir"; else echo "logs kept in $dir" >&2; fi' EXIT
 scripts/local-cluster.sh start "$dir"
 
 cpu() { # pid -> user+system seconds

@@ -12,6 +12,12 @@ cluster="n1=127.0.0.1:7401,n2=127.0.0.1:7411,n3=127.0.0.1:7421"
 case "$cmd" in
 start)
   mkdir -p "$dir"
+  for port in 7400 7401 7410 7411 7420 7421 7480 7490 7500; do
+    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port is in use (another cluster still running?): stop it first" >&2
+      exit 1
+    fi
+  done
   for i in 1 2 3; do
     base=$((7400 + (i - 1) * 10))
     "$bin" --name "n$i" --data-dir "$dir/n$i" --initial-cluster "$cluster" \
@@ -21,6 +27,13 @@ start)
     echo $! >"$dir/n$i.pid"
   done
   for _ in $(seq 1 100); do
+    for i in 1 2 3; do
+      if ! kill -0 "$(cat "$dir/n$i.pid")" 2>/dev/null; then
+        echo "n$i exited; its log: $dir/n$i.log" >&2
+        tail -5 "$dir/n$i.log" >&2
+        exit 1
+      fi
+    done
     if curl -sf http://127.0.0.1:7480/readyz >/dev/null && curl -sf http://127.0.0.1:7490/readyz >/dev/null &&
       curl -sf http://127.0.0.1:7500/readyz >/dev/null; then
       echo "cluster ready: endpoints 127.0.0.1:7400,127.0.0.1:7410,127.0.0.1:7420"

@@ -43,6 +43,7 @@ bench() {
 
 bench "keepalive 100 clients, all members" 1 keepalive --clients 100 --conns 10 --total 300000
 bench "keepalive 100 clients, leader" 1 keepalive --clients 100 --conns 10 --total 300000 --target-leader
+bench "keepalive 100 clients, KeepAliveOnce (etcd's method)" 1 keepalive --clients 100 --conns 10 --total 100000 --once
 bench "watch 100 watchers 200/s, from ack" 1 watch --watchers 100 --conns 10 --total 2000 --rate 200
 bench "watch 100 watchers 200/s, from call" 2 watch --watchers 100 --conns 10 --total 2000 --rate 200
 bench "discover 1000, linearizable" 1 discover --instances 1000 --mode l --clients 1 --total 5000

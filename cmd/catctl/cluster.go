@@ -32,13 +32,11 @@ func newClusterStatusCommand(a *app) *cobra.Command {
 			"Exit code 0 when every endpoint answered, 2 when none did, 1 otherwise.",
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 
 			endpoints := a.endpointList()
 			results := make([]endpointStatus, len(endpoints))

@@ -200,6 +200,17 @@ func (a *app) newClient() (*sdk.Client, error) {
 	return sdk.New(a.config(a.endpointList()))
 }
 
+// connect returns a client over every endpoint and a context bounded by
+// --command-timeout; done releases both.
+func (a *app) connect(cmd *cobra.Command) (ctx context.Context, c *sdk.Client, done func(), err error) {
+	c, err = a.newClient()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := a.commandContext(cmd)
+	return ctx, c, func() { cancel(); c.Close() }, nil
+}
+
 // commandContext bounds one command by --command-timeout.
 func (a *app) commandContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(cmd.Context(), a.commandTimeout)

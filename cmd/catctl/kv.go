@@ -36,13 +36,11 @@ func newKVPutCommand(a *app) *cobra.Command {
 			if prevKV {
 				opts = append(opts, sdk.WithPrevKV())
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.Put(ctx, args[0], args[1], opts...)
 			if err != nil {
 				return fmt.Errorf("put %s: %w", quoteKey(args[0]), err)
@@ -103,13 +101,11 @@ func newKVGetCommand(a *app) *cobra.Command {
 			if countOnly {
 				opts = append(opts, sdk.WithCountOnly())
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.Get(ctx, args[0], opts...)
 			if err != nil {
 				return fmt.Errorf("get %s: %w", quoteKey(args[0]), err)
@@ -155,13 +151,11 @@ func newKVDelCommand(a *app) *cobra.Command {
 			if prevKV {
 				opts = append(opts, sdk.WithPrevKV())
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.Delete(ctx, args[0], opts...)
 			if err != nil {
 				return fmt.Errorf("delete %s: %w", quoteKey(args[0]), err)

@@ -53,13 +53,11 @@ func newLeaseGrantCommand(a *app) *cobra.Command {
 			if id < 0 {
 				return usageErrorf(cmd, "--id must be >= 0 (0: the server chooses), got %d", id)
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			var resp *catalogpb.LeaseGrantResponse
 			if id == 0 {
 				resp, err = c.Grant(ctx, ttl)
@@ -90,13 +88,11 @@ func newLeaseRevokeCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.Revoke(ctx, id)
 			if err != nil {
 				return fmt.Errorf("revoke lease %d: %w", id, err)
@@ -121,13 +117,11 @@ func newLeaseTTLCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.TimeToLive(ctx, id, items)
 			if err != nil {
 				return fmt.Errorf("time to live of lease %d: %w", id, err)
@@ -164,13 +158,11 @@ func newLeaseLsCommand(a *app) *cobra.Command {
 			if limit < 0 {
 				return usageErrorf(cmd, "--limit must be >= 0 (0: every lease), got %d", limit)
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			all := &catalogpb.LeaseListResponse{}
 			var after int64
 			for {

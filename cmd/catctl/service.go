@@ -39,13 +39,11 @@ func newServiceLsCommand(a *app) *cobra.Command {
 			if limit < 0 {
 				return usageErrorf(cmd, "--limit must be >= 0 (0: every service), got %d", limit)
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			all := &catalogpb.ListServicesResponse{}
 			req := &catalogpb.ListServicesRequest{Tag: tag, Consistency: cons, Limit: limit}
 			for {
@@ -141,13 +139,11 @@ func newServiceGetCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			req := &catalogpb.GetServiceRequest{Name: args[0], Filter: filter, Consistency: cons}
 			var all *catalogpb.GetServiceResponse
 			for {
@@ -329,13 +325,11 @@ func newServiceDeregisterCommand(a *app) *cobra.Command {
 			if id == "" {
 				return usageErrorf(cmd, "--id is required")
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.Deregister(ctx, args[0], id)
 			if err != nil {
 				return fmt.Errorf("deregister %s/%s: %w", args[0], id, err)
@@ -368,13 +362,11 @@ func newServiceSetCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.PutService(ctx, &catalogpb.Service{Name: args[0], Description: description, Owner: owner, Tags: tags, Metadata: metadata})
 			if err != nil {
 				return fmt.Errorf("set service %q: %w", args[0], err)
@@ -400,13 +392,11 @@ func newServiceDeleteCommand(a *app) *cobra.Command {
 		Short: "Delete service NAME (with --force, also its instances and shard map)",
 		Args:  exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.DeleteService(ctx, args[0], force)
 			if err != nil {
 				if errors.Is(err, sdk.ErrServiceNotEmpty) {
@@ -439,13 +429,11 @@ func newServiceHealthCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.SetInstanceHealth(ctx, args[0], id, h, output)
 			if err != nil {
 				return fmt.Errorf("set health of %s/%s: %w", args[0], id, err)
@@ -479,13 +467,11 @@ func newServiceStateCommand(a *app) *cobra.Command {
 			if st == catalogpb.InstanceState_STATE_UNSPECIFIED {
 				return usageErrorf(cmd, "STATE must be one of starting, serving, draining, stopped")
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.SetInstanceState(ctx, args[0], id, st)
 			if err != nil {
 				return fmt.Errorf("set state of %s/%s: %w", args[0], id, err)

@@ -27,13 +27,11 @@ func newShardGetCommand(a *app) *cobra.Command {
 			if _, err := parseConsistency(cmd, consistency); err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.GetShardMap(ctx, args[0])
 			if err != nil {
 				return fmt.Errorf("get shard map of %q: %w", args[0], err)
@@ -115,13 +113,11 @@ func newShardSetCommand(a *app) *cobra.Command {
 				return usageErrorf(cmd, "the file's shard map names service %q, the command %q", m.Service, args[0])
 			}
 			m.Service = args[0]
-			c, err := a.newClient()
+			ctx, c, done, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			ctx, cancel := a.commandContext(cmd)
-			defer cancel()
+			defer done()
 			resp, err := c.SetShardMap(ctx, m, epoch)
 			if err != nil {
 				return fmt.Errorf("set shard map of %q: %w", args[0], err)

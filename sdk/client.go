@@ -96,6 +96,10 @@ type Client struct {
 	sleep func(ctx context.Context, d time.Duration) error
 	// watches runs the client's watches over one shared stream.
 	watches *watchManager
+	// ka renews the client's leases over one stream while it has any;
+	// kaMu guards the field.
+	kaMu sync.Mutex
+	ka   *keepAliver
 
 	mu sync.Mutex
 	// endpointConns hold one connection per endpoint asked by StatusOf, which

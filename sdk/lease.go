@@ -230,13 +230,6 @@ func (c *Client) KeepAlive(ctx context.Context, id int64) (*KeepAlive, error) {
 	return k, nil
 }
 
-// keepAlivers holds each client's keep-alive loop while it has leases to
-// renew (the Client struct has no field for it).
-var (
-	keepAliversMu sync.Mutex
-	keepAlivers   = map[*Client]*keepAliver{}
-)
-
 // A keepAliver renews a client's leases over one stream.
 type keepAliver struct {
 	c      *Client
@@ -262,13 +255,13 @@ type keptLease struct {
 
 // keepAliver adds k to its client's loop, starting one if need be.
 func (c *Client) keepAliver(k *KeepAlive) {
-	keepAliversMu.Lock()
-	defer keepAliversMu.Unlock()
-	ka := keepAlivers[c]
+	c.kaMu.Lock()
+	defer c.kaMu.Unlock()
+	ka := c.ka
 	if ka == nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		ka = &keepAliver{c: c, ctx: ctx, cancel: cancel, wakeC: make(chan struct{}, 1), leases: map[int64]*keptLease{}}
-		keepAlivers[c] = ka
+		c.ka = ka
 		go ka.run()
 	}
 	k.ka = ka
@@ -297,8 +290,8 @@ func (ka *keepAliver) scheduleLocked(id int64, l *keptLease, at time.Time) {
 
 // remove forgets k; the loop ends with the client's last lease.
 func (ka *keepAliver) remove(k *KeepAlive) {
-	keepAliversMu.Lock()
-	defer keepAliversMu.Unlock()
+	ka.c.kaMu.Lock()
+	defer ka.c.kaMu.Unlock()
 	ka.mu.Lock()
 	defer ka.mu.Unlock()
 	if l := ka.leases[k.id]; l != nil {
@@ -307,8 +300,8 @@ func (ka *keepAliver) remove(k *KeepAlive) {
 			delete(ka.leases, k.id)
 		}
 	}
-	if len(ka.leases) == 0 && keepAlivers[ka.c] == ka {
-		delete(keepAlivers, ka.c)
+	if len(ka.leases) == 0 && ka.c.ka == ka {
+		ka.c.ka = nil
 		ka.cancel()
 	}
 }

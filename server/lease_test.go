@@ -491,9 +491,11 @@ func TestLeasesSurviveLeaderFailover(t *testing.T) {
 	for _, how := range []string{"stopped", "isolated"} {
 		t.Run(how, func(t *testing.T) {
 			var isolated atomic.Uint64
-			c := newDropTestCluster(t, 3, func(from, to uint64) bool {
-				iso := isolated.Load()
-				return iso != 0 && (from == iso || to == iso)
+			c := newTestClusterWith(t, 3, func(cfg *Config) {
+				cfg.Drop = func(from, to uint64) bool {
+					iso := isolated.Load()
+					return iso != 0 && (from == iso || to == iso)
+				}
 			})
 			t.Cleanup(func() { isolated.Store(0) })
 			old := c.leader()
@@ -586,46 +588,6 @@ func TestLeasesSurviveLeaderFailover(t *testing.T) {
 			}
 		})
 	}
-}
-
-// newDropTestCluster is newTestCluster with a message filter on every member.
-func newDropTestCluster(t *testing.T, n int, drop func(from, to uint64) bool) *testCluster {
-	t.Helper()
-	c := &testCluster{t: t, servers: map[string]*Server{}, cfgs: map[string]Config{}}
-	var initial []string
-	for i := range n {
-		name := fmt.Sprintf("m%d", i+1)
-		cfg := testConfig(t, name, freePorts(t, 3))
-		cfg.Drop = drop
-		c.cfgs[name] = cfg
-		initial = append(initial, name+"="+cfg.PeerAddr)
-	}
-	for name, cfg := range c.cfgs {
-		cfg.InitialCluster = strings.Join(initial, ",")
-		c.cfgs[name] = cfg
-		c.start(name)
-	}
-	t.Cleanup(func() {
-		for _, s := range c.servers {
-			s.Stop(context.Background())
-		}
-	})
-	c.leader()
-	waitFor(t, 10*time.Second, "every member knows every client address", func() error {
-		for _, s := range c.servers {
-			ms, err := s.sm.members()
-			if err != nil {
-				return err
-			}
-			for _, m := range ms {
-				if m.ClientAddr == "" {
-					return fmt.Errorf("%s does not know %s's", s.cfg.Name, m.Name)
-				}
-			}
-		}
-		return nil
-	})
-	return c
 }
 
 func TestExpiredLeasesAreRevokedPaced(t *testing.T) {

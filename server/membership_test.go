@@ -65,11 +65,21 @@ func testConfig(t *testing.T, name string, addrs []string) Config {
 
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return newTestClusterWith(t, n, nil)
+}
+
+// newTestClusterWith starts n members whose configs mutate (if not nil)
+// adjusts, and waits until each knows every member's client address.
+func newTestClusterWith(t *testing.T, n int, mutate func(*Config)) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t, servers: map[string]*Server{}, cfgs: map[string]Config{}}
 	var initial []string
 	for i := range n {
 		name := fmt.Sprintf("m%d", i+1)
 		cfg := testConfig(t, name, freePorts(t, 3))
+		if mutate != nil {
+			mutate(&cfg)
+		}
 		c.cfgs[name] = cfg
 		initial = append(initial, name+"="+cfg.PeerAddr)
 	}

@@ -688,32 +688,6 @@ func TestWithoutPrevKVKeepsEveryOtherField(t *testing.T) {
 	}
 }
 
-// newWatchCluster starts n members whose configs mutate adjusts.
-func newWatchCluster(t *testing.T, n int, mutate func(*Config)) *testCluster {
-	t.Helper()
-	c := &testCluster{t: t, servers: map[string]*Server{}, cfgs: map[string]Config{}}
-	var initial []string
-	for i := range n {
-		name := fmt.Sprintf("m%d", i+1)
-		cfg := testConfig(t, name, freePorts(t, 3))
-		mutate(&cfg)
-		c.cfgs[name] = cfg
-		initial = append(initial, name+"="+cfg.PeerAddr)
-	}
-	for name, cfg := range c.cfgs {
-		cfg.InitialCluster = strings.Join(initial, ",")
-		c.cfgs[name] = cfg
-		c.start(name)
-	}
-	t.Cleanup(func() {
-		for _, s := range c.servers {
-			s.Stop(context.Background())
-		}
-	})
-	c.leader()
-	return c
-}
-
 func TestWatchOnFollowerCatchesUpAfterSnapshot(t *testing.T) {
 	// Cut off, the follower misses more entries than the leader's log keeps
 	// (SnapshotCount 200, CatchUpEntries 50): it catches up by snapshot, and
@@ -722,7 +696,7 @@ func TestWatchOnFollowerCatchesUpAfterSnapshot(t *testing.T) {
 	for _, history := range []int64{100000, 100} {
 		t.Run(fmt.Sprintf("history %d", history), func(t *testing.T) {
 			var isolated atomic.Uint64
-			c := newWatchCluster(t, 3, func(cfg *Config) {
+			c := newTestClusterWith(t, 3, func(cfg *Config) {
 				cfg.EventHistory = history
 				cfg.Drop = func(from, to uint64) bool {
 					id := isolated.Load()
@@ -761,7 +735,7 @@ func TestWatchOnFollowerCatchesUpAfterSnapshot(t *testing.T) {
 // writes go on: the SDK resumes on another member, and every revision comes
 // exactly once.
 func TestSDKWatchResumesOnAnotherMember(t *testing.T) {
-	c := newWatchCluster(t, 3, func(*Config) {})
+	c := newTestClusterWith(t, 3, func(*Config) {})
 	var endpoints []string
 	for _, s := range c.servers {
 		endpoints = append(endpoints, s.ClientAddr())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -46,6 +47,11 @@ type leaseManager struct {
 	// primaryc is closed once the Lessor is promoted; a new one replaces it
 	// on demotion.
 	primaryc chan struct{}
+
+	// renewals counts keep-alives this member renewed as leader; expired
+	// counts the revokes of expired leases it committed (metrics).
+	renewals atomic.Int64
+	expired  atomic.Int64
 }
 
 func newLeaseManager(s *Server) *leaseManager {
@@ -217,6 +223,7 @@ func (l *leaseManager) revokeOne(ctx context.Context, id int64) {
 	switch {
 	case err == nil:
 		// Applying it removed the lease from the Lessor.
+		l.expired.Add(1)
 	case errors.Is(err, lease.ErrNotFound):
 		l.lessor.Revoke(id)
 	default:
@@ -266,6 +273,7 @@ func (l *leaseManager) renew(ctx context.Context, id int64) (int64, error) {
 		ttl, err := l.lessor.Renew(id, time.Now())
 		switch {
 		case err == nil:
+			l.renewals.Add(1)
 			return ttl, nil
 		case errors.Is(err, lease.ErrNotFound):
 			if _, known := l.lessor.TTL(id); known || linearized {

@@ -10,9 +10,11 @@ import (
 	"net/http/pprof"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -70,6 +72,28 @@ type Server struct {
 	stopc    chan struct{}
 	donec    chan struct{}
 	wg       sync.WaitGroup
+}
+
+// registerStateMetrics exports the leases, watches and health checks of
+// this server, read when scraped.
+func (s *Server) registerStateMetrics() {
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	s.metrics.Registry.MustRegister(
+		gauge("catalogd_lease_count", "Leases that exist, as this server has applied them.",
+			func() float64 { return float64(s.leases.lessor.Len()) }),
+		counter("catalogd_lease_renewals_total", "Keep-alives this server renewed as the leader.", &s.leases.renewals),
+		counter("catalogd_lease_expired_revokes_total", "Expired leases this server revoked as the leader.", &s.leases.expired),
+		gauge("catalogd_watch_synced_watchers", "Watches on this server receiving changes as they commit (not replaying history).",
+			func() float64 { return float64(s.watches.syncedWatchers()) }),
+		counter("catalogd_watch_slow_cancels_total", "Watches this server cancelled because their client did not keep up.", &s.watches.slowCancels),
+		counter("catalogd_health_probes_total", "Health-check probes this server ran.", &s.checks.probes),
+		counter("catalogd_health_transitions_proposed_total", "Health changes this server's checks proposed.", &s.checks.proposals),
+	)
 }
 
 // ErrAddrInUse means a listen address is taken by another process.
@@ -141,6 +165,7 @@ func New(cfg Config) (*Server, error) {
 	s.watches = newWatchHub(s)
 	s.checks = newHealthChecker(s)
 	s.sm.observers = []applyObserver{s.leases, s.watches, s.checks}
+	s.registerStateMetrics()
 	m := s.metrics
 	s.node, err = consensus.NewNode(consensus.Config{
 		ID:             s.id,

@@ -108,6 +108,20 @@ type watchHub struct {
 
 	// restores counts the database replacements the hub caught up with.
 	restores atomic.Int64
+	// slowCancels counts watchers cancelled with WATCH_TOO_SLOW.
+	slowCancels atomic.Int64
+}
+
+// syncedWatchers returns how many watchers receive commits as they happen
+// (watchers still replaying history are not counted).
+func (h *watchHub) syncedWatchers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, ws := range h.synced {
+		n += len(ws)
+	}
+	return n
 }
 
 func newWatchHub(s *Server) *watchHub {
@@ -178,6 +192,7 @@ func (h *watchHub) deliver(w *watcher, rev int64, sizes *eventSizes) {
 	if len(w.queue) > 0 && (w.queuedEvents+n > h.bufferEvents || w.queuedBytes+size > h.bufferBytes) {
 		delete(h.synced[w.filter], w)
 		w.synced = false
+		h.slowCancels.Add(1)
 		st.end(w, watchItem{kind: itemCanceled, through: -1, reason: catalogpb.ErrorReason_WATCH_TOO_SLOW,
 			msg: fmt.Sprintf("%v: more than %d events or %d bytes were waiting to be sent; resume from the header's revision + 1",
 				errWatchTooSlow, h.bufferEvents, h.bufferBytes)})

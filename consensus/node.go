@@ -215,6 +215,10 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, err
 	}
 
+	// The peer server exists before any peer is added: adding one may dial it
+	// at once, and a peer that refuses this member (it was removed) makes
+	// the node fail, which stops the peer server.
+	n.peerServer = grpc.NewServer(ServerOptions()...)
 	n.transport = NewGRPCTransport(TransportConfig{
 		ID:          cfg.ID,
 		ClusterID:   cfg.ClusterID,
@@ -226,13 +230,12 @@ func NewNode(cfg Config) (*Node, error) {
 		OnRemoved:   func(by uint64) { n.fail(fmt.Errorf("%w: member %x refuses its messages", ErrRemoved, by)) },
 		OnPeerDown:  n.peerDown,
 	})
+	n.transport.Register(n.peerServer)
 	for _, p := range peers {
 		if p.ID != cfg.ID {
 			n.transport.AddPeer(p.ID, p.Addr)
 		}
 	}
-	n.peerServer = grpc.NewServer(ServerOptions()...)
-	n.transport.Register(n.peerServer)
 	return n, nil
 }
 

@@ -160,12 +160,17 @@ func (c *healthChecker) Applied(rev int64, batches []*catalogpb.EventBatch) {
 	if !c.started || c.reload {
 		return // the store will be read anyway
 	}
+	queued := false
 	for _, b := range batches {
 		for _, ev := range b.Events {
 			if ev.Kind == registry.InstanceKind {
 				c.queue = append(c.queue, queuedEvent{rev: b.Revision, ev: ev})
+				queued = true
 			}
 		}
+	}
+	if !queued {
+		return
 	}
 	if len(c.queue) > maxQueuedInstanceEvents {
 		c.queue, c.reload = nil, true

@@ -80,27 +80,15 @@ func (s *Server) get(ctx context.Context, req *catalogpb.GetRequest) (*catalogpb
 	if err := registry.ValidateGet(req); err != nil {
 		return nil, err
 	}
-	if req.Consistency != catalogpb.Consistency_SERIALIZABLE {
-		if err := s.linearize(ctx); err != nil {
-			return nil, err
-		}
-	}
 	var resp *catalogpb.GetResponse
-	var rev int64
-	err := s.sm.view(func(tx *bbolt.Tx) error {
-		var err error
+	rev, staleBy, err := s.read(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
 		resp, err = registry.Range(tx, req)
-		rev = readRevision(tx)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	resp.Header = s.header(rev)
-	if req.Consistency == catalogpb.Consistency_SERIALIZABLE {
-		if commit, applied := s.node.CommitIndex(), s.node.AppliedIndex(); commit > applied {
-			resp.StaleByIndex = commit - applied
-		}
-	}
+	resp.StaleByIndex = staleBy
 	return resp, nil
 }

@@ -160,30 +160,11 @@ func (s *Server) forward(ctx context.Context) (catalogpb.ClusterClient, context.
 	if s.isLeader() {
 		return nil, nil, nil
 	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
-		return nil, nil, fmt.Errorf("%w: this member was asked as the leader but is not (leadership moved)", consensus.ErrNoLeader)
-	}
-	lead := s.node.Leader()
-	if lead == 0 {
-		return nil, nil, consensus.ErrNoLeader
-	}
-	members, err := s.sm.members()
+	conn, fctx, _, err := s.leaderConn(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, m := range members {
-		if m.ID == lead {
-			if m.ClientAddr == "" {
-				return nil, nil, fmt.Errorf("%w: leader %x has not published its client address yet", consensus.ErrNoLeader, lead)
-			}
-			conn, err := s.peerClients.get(m.ClientAddr)
-			if err != nil {
-				return nil, nil, err
-			}
-			return catalogpb.NewClusterClient(conn), metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), nil
-		}
-	}
-	return nil, nil, fmt.Errorf("%w: leader %x is not in the member list", consensus.ErrNoLeader, lead)
+	return catalogpb.NewClusterClient(conn), fctx, nil
 }
 
 // clientConns caches gRPC connections to other members' client addresses.

@@ -151,36 +151,12 @@ func (r *registryService) SetShardMap(ctx context.Context, req *catalogpb.SetSha
 		func(resp *catalogpb.SetShardMapResponse, h *catalogpb.ResponseHeader) { resp.Header = h })
 }
 
-// registryRead serves a read: linearizable unless consistency is
-// SERIALIZABLE. It returns the revision the read saw and, for a serializable
-// read, how many committed entries this member has yet to apply.
-func (s *Server) registryRead(ctx context.Context, consistency catalogpb.Consistency, read func(tx *bbolt.Tx) error) (rev int64, staleBy uint64, err error) {
-	if consistency != catalogpb.Consistency_SERIALIZABLE {
-		if err := s.linearize(ctx); err != nil {
-			return 0, 0, err
-		}
-	}
-	err = s.sm.view(func(tx *bbolt.Tx) error {
-		rev = readRevision(tx)
-		return read(tx)
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	if consistency == catalogpb.Consistency_SERIALIZABLE {
-		if commit, applied := s.node.CommitIndex(), s.node.AppliedIndex(); commit > applied {
-			staleBy = commit - applied
-		}
-	}
-	return rev, staleBy, nil
-}
-
 func (r *registryService) ListServices(ctx context.Context, req *catalogpb.ListServicesRequest) (*catalogpb.ListServicesResponse, error) {
 	if err := registry.ValidateListServices(req); err != nil {
 		return nil, toGRPCError(err)
 	}
 	var resp *catalogpb.ListServicesResponse
-	rev, _, err := r.s.registryRead(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
+	rev, _, err := r.s.read(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
 		resp, err = registry.ListServices(tx, req)
 		return err
 	})
@@ -211,7 +187,7 @@ func (r *registryService) getService(ctx context.Context, req *catalogpb.GetServ
 		return nil, err
 	}
 	var resp *catalogpb.GetServiceResponse
-	rev, staleBy, err := r.s.registryRead(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
+	rev, staleBy, err := r.s.read(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
 		resp, err = read(tx, req)
 		return err
 	})
@@ -228,7 +204,7 @@ func (r *registryService) GetInstance(ctx context.Context, req *catalogpb.GetIns
 		return nil, toGRPCError(err)
 	}
 	var resp *catalogpb.GetInstanceResponse
-	rev, _, err := r.s.registryRead(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
+	rev, _, err := r.s.read(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
 		resp, err = registry.GetInstance(tx, req)
 		return err
 	})
@@ -244,7 +220,7 @@ func (r *registryService) GetShardMap(ctx context.Context, req *catalogpb.GetSha
 		return nil, toGRPCError(err)
 	}
 	var resp *catalogpb.GetShardMapResponse
-	rev, _, err := r.s.registryRead(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
+	rev, _, err := r.s.read(ctx, req.Consistency, func(tx *bbolt.Tx) (err error) {
 		resp, err = registry.GetShardMap(tx, req)
 		return err
 	})

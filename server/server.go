@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -456,4 +457,28 @@ func (s *Server) linearize(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// read runs fn in a read transaction: linearizable unless consistency is
+// SERIALIZABLE. It returns the revision the read saw and, for a serializable
+// read, how many committed entries this member has yet to apply.
+func (s *Server) read(ctx context.Context, consistency catalogpb.Consistency, read func(tx *bbolt.Tx) error) (rev int64, staleBy uint64, err error) {
+	if consistency != catalogpb.Consistency_SERIALIZABLE {
+		if err := s.linearize(ctx); err != nil {
+			return 0, 0, err
+		}
+	}
+	err = s.sm.view(func(tx *bbolt.Tx) error {
+		rev = readRevision(tx)
+		return read(tx)
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if consistency == catalogpb.Consistency_SERIALIZABLE {
+		if commit, applied := s.node.CommitIndex(), s.node.AppliedIndex(); commit > applied {
+			staleBy = commit - applied
+		}
+	}
+	return rev, staleBy, nil
 }

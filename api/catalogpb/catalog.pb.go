@@ -66,6 +66,26 @@ const (
 	ErrorReason_WATCH_NOT_FOUND ErrorReason = 30
 	// NOT_LEADER: the request must be served by the leader and this member is not it.
 	ErrorReason_NOT_LEADER ErrorReason = 31
+	// Coordination.
+	// LOCK_NOT_HELD: the token (or lease) is not a current holder's: a stale
+	// Unlock, Resign or Proclaim.
+	ErrorReason_LOCK_NOT_HELD ErrorReason = 32
+	// LOCK_KIND_MISMATCH: the name is in use as another kind (mutex, RW lock,
+	// semaphore, election) or another barrier kind.
+	ErrorReason_LOCK_KIND_MISMATCH ErrorReason = 33
+	// PERMITS_EXCEEDED: more permits asked than the semaphore has, or its
+	// limit changed while it is held.
+	ErrorReason_PERMITS_EXCEEDED ErrorReason = 34
+	// BARRIER_NOT_ENTERED: Leave by a lease that did not Enter.
+	ErrorReason_BARRIER_NOT_ENTERED ErrorReason = 35
+	// BARRIER_MISMATCH: a count that disagrees with the barrier's, or Enter
+	// into a barrier already open.
+	ErrorReason_BARRIER_MISMATCH ErrorReason = 36
+	// QUEUE_ITEM_NOT_FOUND: Ack of an item that does not exist or is not
+	// handed to the caller's lease.
+	ErrorReason_QUEUE_ITEM_NOT_FOUND ErrorReason = 37
+	// WAIT_SUPERSEDED: another call with the same lease took over this wait.
+	ErrorReason_WAIT_SUPERSEDED ErrorReason = 38
 )
 
 // Enum value maps for ErrorReason.
@@ -103,6 +123,13 @@ var (
 		29: "WATCH_ID_EXISTS",
 		30: "WATCH_NOT_FOUND",
 		31: "NOT_LEADER",
+		32: "LOCK_NOT_HELD",
+		33: "LOCK_KIND_MISMATCH",
+		34: "PERMITS_EXCEEDED",
+		35: "BARRIER_NOT_ENTERED",
+		36: "BARRIER_MISMATCH",
+		37: "QUEUE_ITEM_NOT_FOUND",
+		38: "WAIT_SUPERSEDED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":      0,
@@ -137,6 +164,13 @@ var (
 		"WATCH_ID_EXISTS":               29,
 		"WATCH_NOT_FOUND":               30,
 		"NOT_LEADER":                    31,
+		"LOCK_NOT_HELD":                 32,
+		"LOCK_KIND_MISMATCH":            33,
+		"PERMITS_EXCEEDED":              34,
+		"BARRIER_NOT_ENTERED":           35,
+		"BARRIER_MISMATCH":              36,
+		"QUEUE_ITEM_NOT_FOUND":          37,
+		"WAIT_SUPERSEDED":               38,
 	}
 )
 
@@ -278,6 +312,10 @@ const (
 	Compare_VERSION Compare_Target = 3
 	// EXISTS compares the key's existence with exists (EQUAL or NOT_EQUAL only).
 	Compare_EXISTS Compare_Target = 4
+	// FENCE compares whether fence_token is held now by a holder of the lock
+	// named key (EQUAL: it is; NOT_EQUAL: it is not). A write guarded by
+	// a lock is then refused once the lock has moved on.
+	Compare_FENCE Compare_Target = 5
 )
 
 // Enum value maps for Compare_Target.
@@ -288,6 +326,7 @@ var (
 		2: "CREATE",
 		3: "VERSION",
 		4: "EXISTS",
+		5: "FENCE",
 	}
 	Compare_Target_value = map[string]int32{
 		"VALUE":   0,
@@ -295,6 +334,7 @@ var (
 		"CREATE":  2,
 		"VERSION": 3,
 		"EXISTS":  4,
+		"FENCE":   5,
 	}
 )
 
@@ -922,6 +962,7 @@ type Compare struct {
 	//	*Compare_CreateRevision
 	//	*Compare_Version
 	//	*Compare_Exists
+	//	*Compare_FenceToken
 	TargetUnion   isCompare_TargetUnion `protobuf_oneof:"target_union"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1030,6 +1071,15 @@ func (x *Compare) GetExists() bool {
 	return false
 }
 
+func (x *Compare) GetFenceToken() uint64 {
+	if x != nil {
+		if x, ok := x.TargetUnion.(*Compare_FenceToken); ok {
+			return x.FenceToken
+		}
+	}
+	return 0
+}
+
 type isCompare_TargetUnion interface {
 	isCompare_TargetUnion()
 }
@@ -1054,6 +1104,10 @@ type Compare_Exists struct {
 	Exists bool `protobuf:"varint,8,opt,name=exists,proto3,oneof"`
 }
 
+type Compare_FenceToken struct {
+	FenceToken uint64 `protobuf:"varint,9,opt,name=fence_token,json=fenceToken,proto3,oneof"`
+}
+
 func (*Compare_Value) isCompare_TargetUnion() {}
 
 func (*Compare_ModRevision) isCompare_TargetUnion() {}
@@ -1063,6 +1117,8 @@ func (*Compare_CreateRevision) isCompare_TargetUnion() {}
 func (*Compare_Version) isCompare_TargetUnion() {}
 
 func (*Compare_Exists) isCompare_TargetUnion() {}
+
+func (*Compare_FenceToken) isCompare_TargetUnion() {}
 
 type TxnOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2473,7 +2529,7 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\x0eDeleteResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\x03R\adeleted\x120\n" +
-	"\bprev_kvs\x18\x03 \x03(\v2\x15.catalogd.v1.KeyValueR\aprevKvs\"\xb1\x03\n" +
+	"\bprev_kvs\x18\x03 \x03(\v2\x15.catalogd.v1.KeyValueR\aprevKvs\"\xdf\x03\n" +
 	"\aCompare\x123\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x1b.catalogd.v1.Compare.ResultR\x06result\x123\n" +
 	"\x06target\x18\x02 \x01(\x0e2\x1b.catalogd.v1.Compare.TargetR\x06target\x12\x10\n" +
@@ -2482,12 +2538,14 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\fmod_revision\x18\x05 \x01(\x03H\x00R\vmodRevision\x12)\n" +
 	"\x0fcreate_revision\x18\x06 \x01(\x03H\x00R\x0ecreateRevision\x12\x1a\n" +
 	"\aversion\x18\a \x01(\x03H\x00R\aversion\x12\x18\n" +
-	"\x06exists\x18\b \x01(\bH\x00R\x06exists\"9\n" +
+	"\x06exists\x18\b \x01(\bH\x00R\x06exists\x12!\n" +
+	"\vfence_token\x18\t \x01(\x04H\x00R\n" +
+	"fenceToken\"9\n" +
 	"\x06Result\x12\t\n" +
 	"\x05EQUAL\x10\x00\x12\v\n" +
 	"\aGREATER\x10\x01\x12\b\n" +
 	"\x04LESS\x10\x02\x12\r\n" +
-	"\tNOT_EQUAL\x10\x03\"A\n" +
+	"\tNOT_EQUAL\x10\x03\"L\n" +
 	"\x06Target\x12\t\n" +
 	"\x05VALUE\x10\x00\x12\a\n" +
 	"\x03MOD\x10\x01\x12\n" +
@@ -2495,7 +2553,8 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\x06CREATE\x10\x02\x12\v\n" +
 	"\aVERSION\x10\x03\x12\n" +
 	"\n" +
-	"\x06EXISTS\x10\x04B\x0e\n" +
+	"\x06EXISTS\x10\x04\x12\t\n" +
+	"\x05FENCE\x10\x05B\x0e\n" +
 	"\ftarget_union\"\x9d\x01\n" +
 	"\x05TxnOp\x12+\n" +
 	"\x03put\x18\x01 \x01(\v2\x17.catalogd.v1.PutRequestH\x00R\x03put\x124\n" +
@@ -2590,7 +2649,7 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\vevents_last\x18\a \x01(\x03R\n" +
 	"eventsLast\x12!\n" +
 	"\fevents_count\x18\b \x01(\x03R\veventsCount\x12%\n" +
-	"\x0eevents_problem\x18\t \x01(\tR\reventsProblem*\xaf\x05\n" +
+	"\x0eevents_problem\x18\t \x01(\tR\reventsProblem*\xce\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tKEY_EMPTY\x10\x01\x12\x11\n" +
@@ -2625,7 +2684,14 @@ const file_catalogd_v1_catalog_proto_rawDesc = "" +
 	"\x0fWATCH_ID_EXISTS\x10\x1d\x12\x13\n" +
 	"\x0fWATCH_NOT_FOUND\x10\x1e\x12\x0e\n" +
 	"\n" +
-	"NOT_LEADER\x10\x1f*1\n" +
+	"NOT_LEADER\x10\x1f\x12\x11\n" +
+	"\rLOCK_NOT_HELD\x10 \x12\x16\n" +
+	"\x12LOCK_KIND_MISMATCH\x10!\x12\x14\n" +
+	"\x10PERMITS_EXCEEDED\x10\"\x12\x17\n" +
+	"\x13BARRIER_NOT_ENTERED\x10#\x12\x14\n" +
+	"\x10BARRIER_MISMATCH\x10$\x12\x18\n" +
+	"\x14QUEUE_ITEM_NOT_FOUND\x10%\x12\x13\n" +
+	"\x0fWAIT_SUPERSEDED\x10&*1\n" +
 	"\vConsistency\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x00\x12\x10\n" +
 	"\fSERIALIZABLE\x10\x012\xf5\x01\n" +
@@ -2773,6 +2839,7 @@ func file_catalogd_v1_catalog_proto_init() {
 		(*Compare_CreateRevision)(nil),
 		(*Compare_Version)(nil),
 		(*Compare_Exists)(nil),
+		(*Compare_FenceToken)(nil),
 	}
 	file_catalogd_v1_catalog_proto_msgTypes[9].OneofWrappers = []any{
 		(*TxnOp_Put)(nil),

@@ -92,6 +92,7 @@ type Command struct {
 	//	*Command_SetState
 	//	*Command_SetHealth
 	//	*Command_SetShardMap
+	//	*Command_Locks
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -265,6 +266,15 @@ func (x *Command) GetSetShardMap() *SetShardMapRequest {
 	return nil
 }
 
+func (x *Command) GetLocks() *LocksCommand {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Locks); ok {
+			return x.Locks
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -321,6 +331,10 @@ type Command_SetShardMap struct {
 	SetShardMap *SetShardMapRequest `protobuf:"bytes,22,opt,name=set_shard_map,json=setShardMap,proto3,oneof"`
 }
 
+type Command_Locks struct {
+	Locks *LocksCommand `protobuf:"bytes,23,opt,name=locks,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -346,6 +360,8 @@ func (*Command_SetState) isCommand_Op() {}
 func (*Command_SetHealth) isCommand_Op() {}
 
 func (*Command_SetShardMap) isCommand_Op() {}
+
+func (*Command_Locks) isCommand_Op() {}
 
 // MemberAttributes is what a member publishes about itself once it runs
 // (its client address is not part of the initial cluster). It changes no
@@ -415,24 +431,37 @@ type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Type  Event_Type             `protobuf:"varint,1,opt,name=type,proto3,enum=catalogd.v1.Event_Type" json:"type,omitempty"`
 	// kind names the area the key belongs to: "kv" (the config store),
-	// "lease", "service", "instance", "shard_map".
+	// "lease", "service", "instance", "shard_map", "lock" (mutexes, RW locks,
+	// semaphores, elections), "barrier", "queue" (a queue's items).
 	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	// kv: for "kv", the key as stored. For the other kinds, key is the item's
 	// logical key ("lease": the id in decimal; "service" and "shard_map": the
-	// service name; "instance": "service/id") with create and mod revision;
+	// service name; "instance": "service/id"; "lock" and "barrier": the name;
+	// "queue": "queue/id", the id in decimal) with create and mod revision;
 	// the item itself is in the typed fields below.
 	Kv     *KeyValue `protobuf:"bytes,3,opt,name=kv,proto3" json:"kv,omitempty"`
 	PrevKv *KeyValue `protobuf:"bytes,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
 	// The item after (PUT) and before (if it existed) the change.
-	Lease         *LeaseInfo `protobuf:"bytes,5,opt,name=lease,proto3" json:"lease,omitempty"`
-	Service       *Service   `protobuf:"bytes,6,opt,name=service,proto3" json:"service,omitempty"`
-	PrevService   *Service   `protobuf:"bytes,7,opt,name=prev_service,json=prevService,proto3" json:"prev_service,omitempty"`
-	Instance      *Instance  `protobuf:"bytes,8,opt,name=instance,proto3" json:"instance,omitempty"`
-	PrevInstance  *Instance  `protobuf:"bytes,9,opt,name=prev_instance,json=prevInstance,proto3" json:"prev_instance,omitempty"`
-	ShardMap      *ShardMap  `protobuf:"bytes,10,opt,name=shard_map,json=shardMap,proto3" json:"shard_map,omitempty"`
-	PrevShardMap  *ShardMap  `protobuf:"bytes,11,opt,name=prev_shard_map,json=prevShardMap,proto3" json:"prev_shard_map,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Lease        *LeaseInfo `protobuf:"bytes,5,opt,name=lease,proto3" json:"lease,omitempty"`
+	Service      *Service   `protobuf:"bytes,6,opt,name=service,proto3" json:"service,omitempty"`
+	PrevService  *Service   `protobuf:"bytes,7,opt,name=prev_service,json=prevService,proto3" json:"prev_service,omitempty"`
+	Instance     *Instance  `protobuf:"bytes,8,opt,name=instance,proto3" json:"instance,omitempty"`
+	PrevInstance *Instance  `protobuf:"bytes,9,opt,name=prev_instance,json=prevInstance,proto3" json:"prev_instance,omitempty"`
+	ShardMap     *ShardMap  `protobuf:"bytes,10,opt,name=shard_map,json=shardMap,proto3" json:"shard_map,omitempty"`
+	PrevShardMap *ShardMap  `protobuf:"bytes,11,opt,name=prev_shard_map,json=prevShardMap,proto3" json:"prev_shard_map,omitempty"`
+	// A lock name's state; absent after its last holder and waiter left.
+	Lock        *LockState    `protobuf:"bytes,12,opt,name=lock,proto3" json:"lock,omitempty"`
+	PrevLock    *LockState    `protobuf:"bytes,13,opt,name=prev_lock,json=prevLock,proto3" json:"prev_lock,omitempty"`
+	Barrier     *BarrierState `protobuf:"bytes,14,opt,name=barrier,proto3" json:"barrier,omitempty"`
+	PrevBarrier *BarrierState `protobuf:"bytes,15,opt,name=prev_barrier,json=prevBarrier,proto3" json:"prev_barrier,omitempty"`
+	// A queue item: PUT when enqueued, handed out or put back; DELETE when acked.
+	QueueItem     *QueueItem `protobuf:"bytes,16,opt,name=queue_item,json=queueItem,proto3" json:"queue_item,omitempty"`
+	PrevQueueItem *QueueItem `protobuf:"bytes,17,opt,name=prev_queue_item,json=prevQueueItem,proto3" json:"prev_queue_item,omitempty"`
+	// For kind "queue" with key the queue's name (no id): the consumers
+	// waiting in Dequeue after the change.
+	QueueConsumers []*QueueConsumer `protobuf:"bytes,18,rep,name=queue_consumers,json=queueConsumers,proto3" json:"queue_consumers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
@@ -538,6 +567,55 @@ func (x *Event) GetShardMap() *ShardMap {
 func (x *Event) GetPrevShardMap() *ShardMap {
 	if x != nil {
 		return x.PrevShardMap
+	}
+	return nil
+}
+
+func (x *Event) GetLock() *LockState {
+	if x != nil {
+		return x.Lock
+	}
+	return nil
+}
+
+func (x *Event) GetPrevLock() *LockState {
+	if x != nil {
+		return x.PrevLock
+	}
+	return nil
+}
+
+func (x *Event) GetBarrier() *BarrierState {
+	if x != nil {
+		return x.Barrier
+	}
+	return nil
+}
+
+func (x *Event) GetPrevBarrier() *BarrierState {
+	if x != nil {
+		return x.PrevBarrier
+	}
+	return nil
+}
+
+func (x *Event) GetQueueItem() *QueueItem {
+	if x != nil {
+		return x.QueueItem
+	}
+	return nil
+}
+
+func (x *Event) GetPrevQueueItem() *QueueItem {
+	if x != nil {
+		return x.PrevQueueItem
+	}
+	return nil
+}
+
+func (x *Event) GetQueueConsumers() []*QueueConsumer {
+	if x != nil {
+		return x.QueueConsumers
 	}
 	return nil
 }
@@ -706,7 +784,7 @@ var File_catalogd_v1_command_proto protoreflect.FileDescriptor
 
 const file_catalogd_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x19catalogd/v1/command.proto\x12\vcatalogd.v1\x1a\x19catalogd/v1/catalog.proto\x1a\x17catalogd/v1/lease.proto\x1a\x1acatalogd/v1/registry.proto\"\x8a\a\n" +
+	"\x19catalogd/v1/command.proto\x12\vcatalogd.v1\x1a\x19catalogd/v1/catalog.proto\x1a\x17catalogd/v1/lease.proto\x1a\x17catalogd/v1/locks.proto\x1a\x1acatalogd/v1/registry.proto\"\xbd\a\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\"\n" +
@@ -729,13 +807,14 @@ const file_catalogd_v1_command_proto_rawDesc = "" +
 	"\tset_state\x18\x14 \x01(\v2\x1c.catalogd.v1.SetStateRequestH\x00R\bsetState\x12>\n" +
 	"\n" +
 	"set_health\x18\x15 \x01(\v2\x1d.catalogd.v1.SetHealthRequestH\x00R\tsetHealth\x12E\n" +
-	"\rset_shard_map\x18\x16 \x01(\v2\x1f.catalogd.v1.SetShardMapRequestH\x00R\vsetShardMapB\x04\n" +
+	"\rset_shard_map\x18\x16 \x01(\v2\x1f.catalogd.v1.SetShardMapRequestH\x00R\vsetShardMap\x121\n" +
+	"\x05locks\x18\x17 \x01(\v2\x19.catalogd.v1.LocksCommandH\x00R\x05locksB\x04\n" +
 	"\x02op\"W\n" +
 	"\x10MemberAttributes\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\vclient_addr\x18\x03 \x01(\tR\n" +
-	"clientAddr\"\xb3\x04\n" +
+	"clientAddr\"\xc3\a\n" +
 	"\x05Event\x12+\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x17.catalogd.v1.Event.TypeR\x04type\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12%\n" +
@@ -748,7 +827,15 @@ const file_catalogd_v1_command_proto_rawDesc = "" +
 	"\rprev_instance\x18\t \x01(\v2\x15.catalogd.v1.InstanceR\fprevInstance\x122\n" +
 	"\tshard_map\x18\n" +
 	" \x01(\v2\x15.catalogd.v1.ShardMapR\bshardMap\x12;\n" +
-	"\x0eprev_shard_map\x18\v \x01(\v2\x15.catalogd.v1.ShardMapR\fprevShardMap\"\x1b\n" +
+	"\x0eprev_shard_map\x18\v \x01(\v2\x15.catalogd.v1.ShardMapR\fprevShardMap\x12*\n" +
+	"\x04lock\x18\f \x01(\v2\x16.catalogd.v1.LockStateR\x04lock\x123\n" +
+	"\tprev_lock\x18\r \x01(\v2\x16.catalogd.v1.LockStateR\bprevLock\x123\n" +
+	"\abarrier\x18\x0e \x01(\v2\x19.catalogd.v1.BarrierStateR\abarrier\x12<\n" +
+	"\fprev_barrier\x18\x0f \x01(\v2\x19.catalogd.v1.BarrierStateR\vprevBarrier\x125\n" +
+	"\n" +
+	"queue_item\x18\x10 \x01(\v2\x16.catalogd.v1.QueueItemR\tqueueItem\x12>\n" +
+	"\x0fprev_queue_item\x18\x11 \x01(\v2\x16.catalogd.v1.QueueItemR\rprevQueueItem\x12C\n" +
+	"\x0fqueue_consumers\x18\x12 \x03(\v2\x1a.catalogd.v1.QueueConsumerR\x0equeueConsumers\"\x1b\n" +
 	"\x04Type\x12\a\n" +
 	"\x03PUT\x10\x00\x12\n" +
 	"\n" +
@@ -797,11 +884,16 @@ var file_catalogd_v1_command_proto_goTypes = []any{
 	(*SetStateRequest)(nil),      // 14: catalogd.v1.SetStateRequest
 	(*SetHealthRequest)(nil),     // 15: catalogd.v1.SetHealthRequest
 	(*SetShardMapRequest)(nil),   // 16: catalogd.v1.SetShardMapRequest
-	(*KeyValue)(nil),             // 17: catalogd.v1.KeyValue
-	(*LeaseInfo)(nil),            // 18: catalogd.v1.LeaseInfo
-	(*Service)(nil),              // 19: catalogd.v1.Service
-	(*Instance)(nil),             // 20: catalogd.v1.Instance
-	(*ShardMap)(nil),             // 21: catalogd.v1.ShardMap
+	(*LocksCommand)(nil),         // 17: catalogd.v1.LocksCommand
+	(*KeyValue)(nil),             // 18: catalogd.v1.KeyValue
+	(*LeaseInfo)(nil),            // 19: catalogd.v1.LeaseInfo
+	(*Service)(nil),              // 20: catalogd.v1.Service
+	(*Instance)(nil),             // 21: catalogd.v1.Instance
+	(*ShardMap)(nil),             // 22: catalogd.v1.ShardMap
+	(*LockState)(nil),            // 23: catalogd.v1.LockState
+	(*BarrierState)(nil),         // 24: catalogd.v1.BarrierState
+	(*QueueItem)(nil),            // 25: catalogd.v1.QueueItem
+	(*QueueConsumer)(nil),        // 26: catalogd.v1.QueueConsumer
 }
 var file_catalogd_v1_command_proto_depIdxs = []int32{
 	7,  // 0: catalogd.v1.Command.put:type_name -> catalogd.v1.PutRequest
@@ -817,23 +909,31 @@ var file_catalogd_v1_command_proto_depIdxs = []int32{
 	14, // 10: catalogd.v1.Command.set_state:type_name -> catalogd.v1.SetStateRequest
 	15, // 11: catalogd.v1.Command.set_health:type_name -> catalogd.v1.SetHealthRequest
 	16, // 12: catalogd.v1.Command.set_shard_map:type_name -> catalogd.v1.SetShardMapRequest
-	0,  // 13: catalogd.v1.Event.type:type_name -> catalogd.v1.Event.Type
-	17, // 14: catalogd.v1.Event.kv:type_name -> catalogd.v1.KeyValue
-	17, // 15: catalogd.v1.Event.prev_kv:type_name -> catalogd.v1.KeyValue
-	18, // 16: catalogd.v1.Event.lease:type_name -> catalogd.v1.LeaseInfo
-	19, // 17: catalogd.v1.Event.service:type_name -> catalogd.v1.Service
-	19, // 18: catalogd.v1.Event.prev_service:type_name -> catalogd.v1.Service
-	20, // 19: catalogd.v1.Event.instance:type_name -> catalogd.v1.Instance
-	20, // 20: catalogd.v1.Event.prev_instance:type_name -> catalogd.v1.Instance
-	21, // 21: catalogd.v1.Event.shard_map:type_name -> catalogd.v1.ShardMap
-	21, // 22: catalogd.v1.Event.prev_shard_map:type_name -> catalogd.v1.ShardMap
-	3,  // 23: catalogd.v1.EventBatch.events:type_name -> catalogd.v1.Event
-	20, // 24: catalogd.v1.RegisterCommand.instance:type_name -> catalogd.v1.Instance
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	17, // 13: catalogd.v1.Command.locks:type_name -> catalogd.v1.LocksCommand
+	0,  // 14: catalogd.v1.Event.type:type_name -> catalogd.v1.Event.Type
+	18, // 15: catalogd.v1.Event.kv:type_name -> catalogd.v1.KeyValue
+	18, // 16: catalogd.v1.Event.prev_kv:type_name -> catalogd.v1.KeyValue
+	19, // 17: catalogd.v1.Event.lease:type_name -> catalogd.v1.LeaseInfo
+	20, // 18: catalogd.v1.Event.service:type_name -> catalogd.v1.Service
+	20, // 19: catalogd.v1.Event.prev_service:type_name -> catalogd.v1.Service
+	21, // 20: catalogd.v1.Event.instance:type_name -> catalogd.v1.Instance
+	21, // 21: catalogd.v1.Event.prev_instance:type_name -> catalogd.v1.Instance
+	22, // 22: catalogd.v1.Event.shard_map:type_name -> catalogd.v1.ShardMap
+	22, // 23: catalogd.v1.Event.prev_shard_map:type_name -> catalogd.v1.ShardMap
+	23, // 24: catalogd.v1.Event.lock:type_name -> catalogd.v1.LockState
+	23, // 25: catalogd.v1.Event.prev_lock:type_name -> catalogd.v1.LockState
+	24, // 26: catalogd.v1.Event.barrier:type_name -> catalogd.v1.BarrierState
+	24, // 27: catalogd.v1.Event.prev_barrier:type_name -> catalogd.v1.BarrierState
+	25, // 28: catalogd.v1.Event.queue_item:type_name -> catalogd.v1.QueueItem
+	25, // 29: catalogd.v1.Event.prev_queue_item:type_name -> catalogd.v1.QueueItem
+	26, // 30: catalogd.v1.Event.queue_consumers:type_name -> catalogd.v1.QueueConsumer
+	3,  // 31: catalogd.v1.EventBatch.events:type_name -> catalogd.v1.Event
+	21, // 32: catalogd.v1.RegisterCommand.instance:type_name -> catalogd.v1.Instance
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_catalogd_v1_command_proto_init() }
@@ -843,6 +943,7 @@ func file_catalogd_v1_command_proto_init() {
 	}
 	file_catalogd_v1_catalog_proto_init()
 	file_catalogd_v1_lease_proto_init()
+	file_catalogd_v1_locks_proto_init()
 	file_catalogd_v1_registry_proto_init()
 	file_catalogd_v1_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_Put)(nil),
@@ -858,6 +959,7 @@ func file_catalogd_v1_command_proto_init() {
 		(*Command_SetState)(nil),
 		(*Command_SetHealth)(nil),
 		(*Command_SetShardMap)(nil),
+		(*Command_Locks)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

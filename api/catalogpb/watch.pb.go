@@ -37,6 +37,14 @@ const (
 	WatchCreateRequest_SHARD_MAP WatchCreateRequest_Filter = 3
 	// LEASE: lease grants and revokes.
 	WatchCreateRequest_LEASE WatchCreateRequest_Filter = 4
+	// LOCK: lock names (mutexes, RW locks, semaphores, elections); key is
+	// the name, or the prefix with prefix set.
+	WatchCreateRequest_LOCK WatchCreateRequest_Filter = 5
+	// BARRIER: barriers; key as for LOCK.
+	WatchCreateRequest_BARRIER WatchCreateRequest_Filter = 6
+	// QUEUE: a queue's items; key is the queue name, or the prefix with
+	// prefix set.
+	WatchCreateRequest_QUEUE WatchCreateRequest_Filter = 7
 )
 
 // Enum value maps for WatchCreateRequest_Filter.
@@ -47,6 +55,9 @@ var (
 		2: "SERVICE",
 		3: "SHARD_MAP",
 		4: "LEASE",
+		5: "LOCK",
+		6: "BARRIER",
+		7: "QUEUE",
 	}
 	WatchCreateRequest_Filter_value = map[string]int32{
 		"FILTER_UNSPECIFIED": 0,
@@ -54,6 +65,9 @@ var (
 		"SERVICE":            2,
 		"SHARD_MAP":          3,
 		"LEASE":              4,
+		"LOCK":               5,
+		"BARRIER":            6,
+		"QUEUE":              7,
 	}
 )
 
@@ -495,7 +509,7 @@ const file_catalogd_v1_watch_proto_rawDesc = "" +
 	"\x0ecreate_request\x18\x01 \x01(\v2\x1f.catalogd.v1.WatchCreateRequestH\x00R\rcreateRequest\x12H\n" +
 	"\x0ecancel_request\x18\x02 \x01(\v2\x1f.catalogd.v1.WatchCancelRequestH\x00R\rcancelRequest\x12N\n" +
 	"\x10progress_request\x18\x03 \x01(\v2!.catalogd.v1.WatchProgressRequestH\x00R\x0fprogressRequestB\t\n" +
-	"\arequest\"\xed\x02\n" +
+	"\arequest\"\x8f\x03\n" +
 	"\x12WatchCreateRequest\x12>\n" +
 	"\x06filter\x18\x01 \x01(\x0e2&.catalogd.v1.WatchCreateRequest.FilterR\x06filter\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x16\n" +
@@ -504,13 +518,16 @@ const file_catalogd_v1_watch_proto_rawDesc = "" +
 	"\x0estart_revision\x18\x05 \x01(\x03R\rstartRevision\x12'\n" +
 	"\x0fprogress_notify\x18\x06 \x01(\bR\x0eprogressNotify\x12\x17\n" +
 	"\aprev_kv\x18\a \x01(\bR\x06prevKv\x12\x19\n" +
-	"\bwatch_id\x18\b \x01(\x03R\awatchId\"O\n" +
+	"\bwatch_id\x18\b \x01(\x03R\awatchId\"q\n" +
 	"\x06Filter\x12\x16\n" +
 	"\x12FILTER_UNSPECIFIED\x10\x00\x12\x06\n" +
 	"\x02KV\x10\x01\x12\v\n" +
 	"\aSERVICE\x10\x02\x12\r\n" +
 	"\tSHARD_MAP\x10\x03\x12\t\n" +
-	"\x05LEASE\x10\x04\"/\n" +
+	"\x05LEASE\x10\x04\x12\b\n" +
+	"\x04LOCK\x10\x05\x12\v\n" +
+	"\aBARRIER\x10\x06\x12\t\n" +
+	"\x05QUEUE\x10\a\"/\n" +
 	"\x12WatchCancelRequest\x12\x19\n" +
 	"\bwatch_id\x18\x01 \x01(\x03R\awatchId\"\x16\n" +
 	"\x14WatchProgressRequest\"\xec\x02\n" +

@@ -630,12 +630,13 @@ func (n *Node) applyEntries(ents []raftpb.Entry) {
 		if len(batch) == 0 {
 			return
 		}
-		results := n.sm.Apply(batch)
-		for _, r := range results {
-			if r.ID != 0 {
-				n.waits.trigger(r.ID, r)
+		n.sm.ApplyBatch(batch, func(results []Result) {
+			for _, r := range results {
+				if r.ID != 0 {
+					n.waits.trigger(r.ID, r)
+				}
 			}
-		}
+		})
 		n.setApplied(batch[len(batch)-1].Index)
 		batch = batch[:0]
 	}

@@ -25,11 +25,13 @@ type StateMachine interface {
 	// AppliedIndex returns the last raft index whose effects are durable in the
 	// state machine. Entries at or below it are never passed to Apply again.
 	AppliedIndex() uint64
-	// Apply applies a batch of committed entries (normal entries only, in order,
-	// all above AppliedIndex) and makes them and the new applied index durable in
-	// one commit. It returns one result per entry, in the same order; a result
-	// whose ID is non-zero wakes the proposer waiting on that ID.
-	Apply(ents []raftpb.Entry) []Result
+	// ApplyBatch applies a batch of committed entries (normal entries only, in
+	// order, all above AppliedIndex) and makes them and the new applied index
+	// durable in one commit. It calls deliver once with one result per entry,
+	// in the same order, before it returns (it may do so before its commit:
+	// the entries are committed in the log); a result whose ID is non-zero
+	// wakes the proposer waiting on that ID.
+	ApplyBatch(ents []raftpb.Entry, deliver func([]Result))
 	// ApplyConfChange records an applied membership change at index; cc.Context
 	// holds the member's Peer as JSON for additions. cs is the configuration
 	// after the change.

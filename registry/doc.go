@@ -23,6 +23,9 @@
 //     kept across puts, version counts puts since the create (1 after it), and
 //     mod_revision is the revision of the last write.
 //
+// A txn's FENCE compare asks about a lock, which is the locks package's: the
+// server passes ApplyTxn a FenceChecker, so this package never imports locks.
+//
 // It must not import consensus, server, grpc or net/http; the server maps the
 // sentinel errors (see Reason) to gRPC codes in one table.
 package registry

@@ -96,14 +96,21 @@ func ApplyDelete(tx *bbolt.Tx, rev int64, req *catalogpb.DeleteRequest) (*catalo
 	return deleteRange(tx, b, rev, req)
 }
 
+// A FenceChecker answers whether token is held now by a holder of the lock
+// named name. The server passes the locks package's answer: this package
+// does not know about locks.
+type FenceChecker func(tx *bbolt.Tx, name string, token uint64) (bool, error)
+
 // ApplyTxn evaluates the compares, then runs the success ops if all hold and
 // the failure ops otherwise, in order, each seeing the effects of the ones
 // before it. All its writes share rev: the txn is one revision or none.
 //
 // Compares follow etcd: a missing key has create, mod revision and version 0,
 // and a VALUE compare on a missing key never holds, whatever the result (no
-// value can stand for "absent"); use EXISTS to test existence.
-func ApplyTxn(tx *bbolt.Tx, rev int64, req *catalogpb.TxnRequest) (*catalogpb.TxnResponse, []*catalogpb.Event, error) {
+// value can stand for "absent"); use EXISTS to test existence. A FENCE
+// compare asks fence about the lock named by its key; with fence nil a txn
+// holding one is refused.
+func ApplyTxn(tx *bbolt.Tx, rev int64, req *catalogpb.TxnRequest, fence FenceChecker) (*catalogpb.TxnResponse, []*catalogpb.Event, error) {
 	if err := ValidateTxn(req); err != nil {
 		return nil, nil, err
 	}
@@ -114,9 +121,16 @@ func ApplyTxn(tx *bbolt.Tx, rev int64, req *catalogpb.TxnRequest) (*catalogpb.Tx
 	if err != nil {
 		return nil, nil, err
 	}
+	if fence == nil {
+		for i, c := range req.Compare {
+			if c.Target == catalogpb.Compare_FENCE {
+				return nil, nil, fmt.Errorf("%w: txn compare %d: FENCE compares are not served by this store", ErrInvalidArgument, i)
+			}
+		}
+	}
 	succeeded := true
 	for _, c := range req.Compare {
-		holds, err := compareHolds(b, c)
+		holds, err := compareHolds(tx, b, c, fence)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -354,7 +368,14 @@ func rangeKeys(b *bbolt.Bucket, req *catalogpb.GetRequest) (*catalogpb.GetRespon
 }
 
 // compareHolds evaluates one validated compare against the store.
-func compareHolds(b *bbolt.Bucket, c *catalogpb.Compare) (bool, error) {
+func compareHolds(tx *bbolt.Tx, b *bbolt.Bucket, c *catalogpb.Compare, fence FenceChecker) (bool, error) {
+	if c.Target == catalogpb.Compare_FENCE {
+		valid, err := fence(tx, string(c.Key), c.GetFenceToken())
+		if err != nil {
+			return false, err
+		}
+		return valid == (c.Result == catalogpb.Compare_EQUAL), nil
+	}
 	s, found, err := getKV(b, c.Key)
 	if err != nil {
 		return false, err

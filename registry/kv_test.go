@@ -83,7 +83,7 @@ func (s *store) del(req *catalogpb.DeleteRequest) (*catalogpb.DeleteResponse, []
 func (s *store) txn(req *catalogpb.TxnRequest) (*catalogpb.TxnResponse, []*catalogpb.Event, error) {
 	var resp *catalogpb.TxnResponse
 	events, err := s.write(func(tx *bbolt.Tx, rev int64) (ev []*catalogpb.Event, err error) {
-		resp, ev, err = ApplyTxn(tx, rev, req)
+		resp, ev, err = ApplyTxn(tx, rev, req, nil)
 		return ev, err
 	})
 	return resp, events, err
@@ -725,6 +725,67 @@ func TestTxnCompare(t *testing.T) {
 	}
 }
 
+func fenceCmp(result catalogpb.Compare_Result, name string, token uint64) *catalogpb.Compare {
+	return &catalogpb.Compare{Target: catalogpb.Compare_FENCE, Result: result, Key: []byte(name),
+		TargetUnion: &catalogpb.Compare_FenceToken{FenceToken: token}}
+}
+
+func TestTxnFenceCompare(t *testing.T) {
+	s := newStore(t)
+	s.mustPut("k", "v") // rev 1
+	// The lock "l" is held with token 7 only.
+	var asked []string
+	fence := func(tx *bbolt.Tx, name string, token uint64) (bool, error) {
+		asked = append(asked, fmt.Sprintf("%s@%d", name, token))
+		return name == "l" && token == 7, nil
+	}
+	const eq, ne = catalogpb.Compare_EQUAL, catalogpb.Compare_NOT_EQUAL
+	tests := []struct {
+		name    string
+		compare *catalogpb.Compare
+		want    bool
+	}{
+		{"current token equal", fenceCmp(eq, "l", 7), true},
+		{"stale token equal", fenceCmp(eq, "l", 6), false},
+		{"current token not equal", fenceCmp(ne, "l", 7), false},
+		{"stale token not equal", fenceCmp(ne, "l", 6), true},
+		{"other lock", fenceCmp(eq, "m", 7), false},
+		{"unset token", &catalogpb.Compare{Target: catalogpb.Compare_FENCE, Result: eq, Key: []byte("l")}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var resp *catalogpb.TxnResponse
+			_, err := s.write(func(tx *bbolt.Tx, rev int64) (ev []*catalogpb.Event, err error) {
+				resp, ev, err = ApplyTxn(tx, rev, &catalogpb.TxnRequest{
+					Compare: []*catalogpb.Compare{tt.compare},
+					Success: []*catalogpb.TxnOp{opPut("k", "guarded")},
+				}, fence)
+				return ev, err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Succeeded != tt.want {
+				t.Errorf("succeeded = %v, want %v (fence asked %v)", resp.Succeeded, tt.want, asked)
+			}
+		})
+	}
+	t.Run("refused without a checker", func(t *testing.T) {
+		before := s.rev
+		_, err := s.write(func(tx *bbolt.Tx, rev int64) ([]*catalogpb.Event, error) {
+			_, ev, err := ApplyTxn(tx, rev, &catalogpb.TxnRequest{
+				Compare: []*catalogpb.Compare{fenceCmp(eq, "l", 7)},
+				Success: []*catalogpb.TxnOp{opPut("k", "guarded")},
+			}, nil)
+			return ev, err
+		})
+		assertErr(t, err, ErrInvalidArgument, "FENCE compares are not served")
+		if s.rev != before {
+			t.Errorf("revision moved from %d to %d", before, s.rev)
+		}
+	})
+}
+
 func TestTxnInvalidCompare(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -742,6 +803,10 @@ func TestTxnInvalidCompare(t *testing.T) {
 		{"key too large", cmp(catalogpb.Compare_VERSION, catalogpb.Compare_EQUAL, strings.Repeat("k", MaxKeySize+1), 1), ErrKeyTooLarge, "got 4097"},
 		{"value too large", cmp(catalogpb.Compare_VALUE, catalogpb.Compare_EQUAL, "k", strings.Repeat("v", MaxValueSize+1)), ErrValueTooLarge, "got 1048577"},
 		{"missing", nil, ErrInvalidArgument, "compare is missing"},
+		{"fence greater", fenceCmp(catalogpb.Compare_GREATER, "l", 3), ErrInvalidArgument, "FENCE takes result EQUAL"},
+		{"fence less", fenceCmp(catalogpb.Compare_LESS, "l", 3), ErrInvalidArgument, "FENCE takes result EQUAL"},
+		{"fence with a value", &catalogpb.Compare{Target: catalogpb.Compare_FENCE, Key: []byte("l"),
+			TargetUnion: &catalogpb.Compare_Value{Value: []byte("x")}}, ErrInvalidArgument, "FENCE does not match the field set (value)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1020,20 +1085,20 @@ func TestRefusedWriteLeavesStoreUntouched(t *testing.T) {
 		{"txn whose last op is invalid", func(tx *bbolt.Tx, rev int64) error {
 			_, _, err := ApplyTxn(tx, rev, &catalogpb.TxnRequest{Success: []*catalogpb.TxnOp{
 				opPut("a", "new"), opDel("b", false), opPut("", "x"),
-			}})
+			}}, nil)
 			return err
 		}},
 		{"txn with a bad op in the branch not taken", func(tx *bbolt.Tx, rev int64) error {
 			_, _, err := ApplyTxn(tx, rev, &catalogpb.TxnRequest{
 				Success: []*catalogpb.TxnOp{opPut("a", "new"), opDel("b", false)},
 				Failure: []*catalogpb.TxnOp{{}},
-			})
+			}, nil)
 			return err
 		}},
 		{"txn writing a key twice", func(tx *bbolt.Tx, rev int64) error {
 			_, _, err := ApplyTxn(tx, rev, &catalogpb.TxnRequest{Success: []*catalogpb.TxnOp{
 				opPut("c", "1"), opDel("b", false), opPut("c", "2"),
-			}})
+			}}, nil)
 			return err
 		}},
 		{"txn with a bad last compare", func(tx *bbolt.Tx, rev int64) error {
@@ -1041,7 +1106,7 @@ func TestRefusedWriteLeavesStoreUntouched(t *testing.T) {
 				Compare: []*catalogpb.Compare{cmp(catalogpb.Compare_EXISTS, catalogpb.Compare_LESS, "a", true)},
 				Success: []*catalogpb.TxnOp{opPut("a", "new")},
 				Failure: []*catalogpb.TxnOp{opDel("a", false)},
-			})
+			}, nil)
 			return err
 		}},
 	}

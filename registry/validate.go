@@ -189,8 +189,14 @@ func validateCompare(c *catalogpb.Compare) error {
 		if c.Result != catalogpb.Compare_EQUAL && c.Result != catalogpb.Compare_NOT_EQUAL {
 			return fmt.Errorf("%w: compare target EXISTS takes result EQUAL or NOT_EQUAL, got %s", ErrInvalidArgument, c.Result)
 		}
+	case catalogpb.Compare_FENCE:
+		_, ok = c.TargetUnion.(*catalogpb.Compare_FenceToken)
+		if c.Result != catalogpb.Compare_EQUAL && c.Result != catalogpb.Compare_NOT_EQUAL {
+			return fmt.Errorf("%w: compare target FENCE takes result EQUAL (the token holds the lock named by key) or NOT_EQUAL, got %s; tokens are not ordered against a lock",
+				ErrInvalidArgument, c.Result)
+		}
 	default:
-		return fmt.Errorf("%w: compare target %d is unknown; use VALUE, MOD, CREATE, VERSION or EXISTS", ErrInvalidArgument, int32(c.Target))
+		return fmt.Errorf("%w: compare target %d is unknown; use VALUE, MOD, CREATE, VERSION, EXISTS or FENCE", ErrInvalidArgument, int32(c.Target))
 	}
 	if !ok && c.TargetUnion != nil {
 		return fmt.Errorf("%w: compare target %s does not match the field set (%s); set the field of the target",
@@ -211,6 +217,8 @@ func unionName(u any) string {
 		return "version"
 	case *catalogpb.Compare_Exists:
 		return "exists"
+	case *catalogpb.Compare_FenceToken:
+		return "fence_token"
 	}
 	return fmt.Sprintf("%T", u)
 }

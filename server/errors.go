@@ -11,6 +11,7 @@ import (
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/consensus"
 	"github.com/catalogd/catalogd/lease"
+	"github.com/catalogd/catalogd/locks"
 	"github.com/catalogd/catalogd/registry"
 )
 
@@ -54,6 +55,17 @@ var errorTable = []struct {
 	{lease.ErrExists, grpcError{codes.AlreadyExists, catalogpb.ErrorReason_LEASE_EXISTS}},
 	{lease.ErrTTLOutOfRange, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_LEASE_TTL_OUT_OF_RANGE}},
 	{lease.ErrInvalidArgument, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_ARGUMENT}},
+	{locks.ErrInvalidArgument, grpcError{codes.InvalidArgument, catalogpb.ErrorReason_INVALID_ARGUMENT}},
+	{locks.ErrLeaseNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_LEASE_NOT_FOUND}},
+	{locks.ErrNotHeld, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_LOCK_NOT_HELD}},
+	{locks.ErrKindMismatch, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_LOCK_KIND_MISMATCH}},
+	// The limit is state (fixed at first use), so asking past it is a
+	// precondition failure, not a malformed request.
+	{locks.ErrPermitsExceeded, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_PERMITS_EXCEEDED}},
+	{locks.ErrNotEntered, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_BARRIER_NOT_ENTERED}},
+	{locks.ErrBarrierMismatch, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_BARRIER_MISMATCH}},
+	{locks.ErrItemNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_QUEUE_ITEM_NOT_FOUND}},
+	{locks.ErrSuperseded, grpcError{codes.Aborted, catalogpb.ErrorReason_WAIT_SUPERSEDED}},
 	{registry.ErrServiceNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_SERVICE_NOT_FOUND}},
 	{registry.ErrInstanceNotFound, grpcError{codes.NotFound, catalogpb.ErrorReason_INSTANCE_NOT_FOUND}},
 	{registry.ErrServiceNotEmpty, grpcError{codes.FailedPrecondition, catalogpb.ErrorReason_SERVICE_NOT_EMPTY}},

@@ -6,7 +6,7 @@ import (
 	"github.com/catalogd/catalogd/api/catalogpb"
 )
 
-// The registry and lease reads of the HTTP surface go through the gRPC
+// The registry, lease and coordination reads of the HTTP surface go through the gRPC
 // service implementations, so GraphQL answers exactly as the RPCs do
 // (validation, consistency, forwarding to the leader, errors as statuses).
 
@@ -28,4 +28,24 @@ func (b httpBackend) GetShardMap(ctx context.Context, req *catalogpb.GetShardMap
 
 func (b httpBackend) LeaseList(ctx context.Context, req *catalogpb.LeaseListRequest) (*catalogpb.LeaseListResponse, error) {
 	return (&leaseService{s: b.s}).List(ctx, req)
+}
+
+func (b httpBackend) ListLocks(ctx context.Context, req *catalogpb.ListLocksRequest) (*catalogpb.ListLocksResponse, error) {
+	return (&lockService{s: b.s}).List(ctx, req)
+}
+
+func (b httpBackend) GetLock(ctx context.Context, req *catalogpb.GetLockRequest) (*catalogpb.GetLockResponse, error) {
+	return (&lockService{s: b.s}).Get(ctx, req)
+}
+
+func (b httpBackend) ListBarriers(ctx context.Context, req *catalogpb.ListBarriersRequest) (*catalogpb.ListBarriersResponse, error) {
+	return (&barrierService{s: b.s}).List(ctx, req)
+}
+
+func (b httpBackend) ListQueues(ctx context.Context, req *catalogpb.ListQueuesRequest) (*catalogpb.ListQueuesResponse, error) {
+	return (&queueService{s: b.s}).List(ctx, req)
+}
+
+func (b httpBackend) QueueStatus(ctx context.Context, req *catalogpb.QueueStatusRequest) (*catalogpb.QueueStatusResponse, error) {
+	return (&queueService{s: b.s}).Status(ctx, req)
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/catalogd/catalogd/api/catalogpb"
+	"github.com/catalogd/catalogd/locks"
 	"github.com/catalogd/catalogd/registry"
 )
 
@@ -60,6 +61,13 @@ func (k *kvService) Txn(ctx context.Context, req *catalogpb.TxnRequest) (*catalo
 	}
 	if err := registry.ValidateTxn(req); err != nil {
 		return nil, toGRPCError(err)
+	}
+	for i, c := range req.Compare {
+		if c.Target == catalogpb.Compare_FENCE {
+			if err := locks.ValidateName("lock", string(c.Key)); err != nil {
+				return nil, toGRPCError(fmt.Errorf("txn compare %d: key of a FENCE compare: %w", i, err))
+			}
+		}
 	}
 	v, err := k.s.propose(ctx, &catalogpb.Command{Op: &catalogpb.Command_Txn{Txn: req}})
 	if err != nil {

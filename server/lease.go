@@ -13,6 +13,7 @@ import (
 
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/lease"
+	"github.com/catalogd/catalogd/locks"
 	"github.com/catalogd/catalogd/registry"
 )
 
@@ -303,8 +304,17 @@ func (s *Server) checkLeaseTTL(ttl int64) error {
 }
 
 // registryLeaseKinds are the kinds of lease items registry.DeleteLeased
-// deletes.
-var registryLeaseKinds = map[string]bool{registry.EventKind: true, registry.InstanceKind: true}
+// deletes; locksLeaseKinds those locks.DeleteLeased deletes.
+var (
+	registryLeaseKinds = map[string]bool{registry.EventKind: true, registry.InstanceKind: true}
+	locksLeaseKinds    = func() map[string]bool {
+		m := make(map[string]bool, len(locks.LeaseKinds))
+		for _, k := range locks.LeaseKinds {
+			m[k] = true
+		}
+		return m
+	}()
+)
 
 // applyLeaseCommand applies a grant or a revoke at revision rev.
 func applyLeaseCommand(tx *bbolt.Tx, rev int64, cmd *catalogpb.Command) (proto.Message, []*catalogpb.Event, error) {
@@ -317,14 +327,15 @@ func applyLeaseCommand(tx *bbolt.Tx, rev int64, cmd *catalogpb.Command) (proto.M
 		resp.Header = header(rev, evs)
 		return resp, evs, nil
 	case *catalogpb.Command_LeaseRevoke:
-		return applyLeaseRevoke(tx, rev, op.LeaseRevoke)
+		return applyLeaseRevoke(tx, rev, cmd.NowUnixNano, op.LeaseRevoke)
 	}
 	return nil, nil, fmt.Errorf("%w: %T is not a lease command", lease.ErrInvalidArgument, cmd.Op)
 }
 
 // applyLeaseRevoke deletes lease c.Id and everything attached to it, all at
-// revision rev: the items' events, then the lease's.
-func applyLeaseRevoke(tx *bbolt.Tx, rev int64, c *catalogpb.LeaseRevokeCommand) (proto.Message, []*catalogpb.Event, error) {
+// revision rev: the items' events, then the lease's. Locks, barriers and
+// queue items it held pass to their next waiters in the same revision.
+func applyLeaseRevoke(tx *bbolt.Tx, rev, nowUnixNano int64, c *catalogpb.LeaseRevokeCommand) (proto.Message, []*catalogpb.Event, error) {
 	if err := lease.ValidateID(c.GetId()); err != nil {
 		return nil, nil, err
 	}
@@ -338,13 +349,19 @@ func applyLeaseRevoke(tx *bbolt.Tx, rev int64, c *catalogpb.LeaseRevokeCommand) 
 	// Every kind is checked before anything is deleted: a refused revoke
 	// changes nothing.
 	for _, it := range items {
-		if !registryLeaseKinds[it.Kind] {
+		if !registryLeaseKinds[it.Kind] && !locksLeaseKinds[it.Kind] {
 			return nil, nil, fmt.Errorf("server: lease %d holds a %q item (key %q), a kind this server cannot delete; the lease was not revoked", c.Id, it.Kind, it.Key)
 		}
 	}
 	var evs []*catalogpb.Event
 	for _, it := range items {
-		itemEvs, _, err := registry.DeleteLeased(tx, rev, c.Id, it)
+		var itemEvs []*catalogpb.Event
+		var err error
+		if registryLeaseKinds[it.Kind] {
+			itemEvs, _, err = registry.DeleteLeased(tx, rev, c.Id, it)
+		} else {
+			itemEvs, _, err = locks.DeleteLeased(tx, rev, nowUnixNano, c.Id, it)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("server: revoke lease %d: delete %s %q: %w", c.Id, it.Kind, it.Key, err)
 		}

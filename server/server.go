@@ -58,6 +58,7 @@ type Server struct {
 	relay   *keepAliveRelay // a follower's keep-alives to the leader
 	watches *watchHub       // watch streams
 	checks  *healthChecker  // health checks this server runs
+	coord   *lockNotifier   // wakes the blocking coordination calls
 
 	clientLn, peerLn, httpLn net.Listener
 	grpcServer               *grpc.Server
@@ -94,6 +95,9 @@ func (s *Server) registerStateMetrics() {
 		counter("catalogd_watch_slow_cancels_total", "Watches this server cancelled because their client did not keep up.", &s.watches.slowCancels),
 		counter("catalogd_health_probes_total", "Health-check probes this server ran.", &s.checks.probes),
 		counter("catalogd_health_transitions_proposed_total", "Health changes this server's checks proposed.", &s.checks.proposals),
+		counter("catalogd_lock_grants_total", "Lock, semaphore and election grants applied on this server (every member counts every grant).", &s.coord.grants),
+		gauge("catalogd_coordination_waiting_calls", "Calls waiting on this server for a lock, an election, a barrier or a queue item.",
+			func() float64 { return float64(s.coord.waiting.Load()) }),
 	)
 }
 
@@ -165,7 +169,8 @@ func New(cfg Config) (*Server, error) {
 	s.relay = newKeepAliveRelay(s)
 	s.watches = newWatchHub(s)
 	s.checks = newHealthChecker(s)
-	s.sm.observers = []applyObserver{s.leases, s.watches, s.checks}
+	s.coord = newLockNotifier()
+	s.sm.observers = []applyObserver{s.leases, s.watches, s.checks, s.coord}
 	s.registerStateMetrics()
 	m := s.metrics
 	s.node, err = consensus.NewNode(consensus.Config{
@@ -214,6 +219,10 @@ func New(cfg Config) (*Server, error) {
 	catalogpb.RegisterLeaseServer(s.grpcServer, &leaseService{s: s})
 	catalogpb.RegisterRegistryServer(s.grpcServer, &registryService{s: s})
 	catalogpb.RegisterWatchServer(s.grpcServer, &watchService{s: s})
+	catalogpb.RegisterLockServer(s.grpcServer, &lockService{s: s})
+	catalogpb.RegisterElectionServer(s.grpcServer, &electionService{s: s})
+	catalogpb.RegisterBarrierServer(s.grpcServer, &barrierService{s: s})
+	catalogpb.RegisterQueueServer(s.grpcServer, &queueService{s: s})
 
 	handler, err := httpapi.New(httpapi.Config{Backend: httpBackend{s}, Metrics: m, Logger: lg})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/consensus"
 	"github.com/catalogd/catalogd/lease"
+	"github.com/catalogd/catalogd/locks"
 	"github.com/catalogd/catalogd/registry"
 	"github.com/catalogd/catalogd/server/metrics"
 )
@@ -75,6 +76,9 @@ type stateMachine struct {
 	applied    atomic.Uint64
 	revision   atomic.Int64
 	compactRev atomic.Int64
+	// committing is closed when the apply transaction whose results were
+	// already delivered has committed; nil when none is in progress.
+	committing atomic.Pointer[chan struct{}]
 
 	// observers learn of every commit and database replacement (the watch
 	// hub, the lease manager, the health checker). Set before Start.
@@ -85,8 +89,11 @@ type stateMachine struct {
 // Both calls come from the apply goroutine, one at a time: they must not
 // block (hand work off) and must not write to the store.
 type applyObserver interface {
-	// Applied is called after each commit that produced events, with the new
-	// revision and the event batches, in revision order.
+	// Applied is called for each applied batch that produced events, with
+	// the new revision and the event batches, in revision order. It comes
+	// when the batch's results are delivered, before the batch's commit:
+	// an observer takes what it needs from the events (a read of the store
+	// from the apply goroutine would wait for that commit forever).
 	Applied(rev int64, batches []*catalogpb.EventBatch)
 	// Restored is called after the database was replaced by a snapshot
 	// (revisions may have jumped; no events were delivered for the gap): the
@@ -134,6 +141,9 @@ func (sm *stateMachine) open() error {
 		if err := lease.CreateBuckets(tx); err != nil {
 			return err
 		}
+		if err := locks.CreateBuckets(tx); err != nil {
+			return err
+		}
 		meta := tx.Bucket(metaBucket)
 		sm.applied.Store(getUint(meta, keyAppliedIndex))
 		sm.revision.Store(int64(getUint(meta, keyRevision)))
@@ -164,9 +174,25 @@ func (sm *stateMachine) Revision() int64 { return sm.revision.Load() }
 // dropped from the history (0 while nothing was).
 func (sm *stateMachine) CompactRevision() int64 { return sm.compactRev.Load() }
 
-// Apply implements consensus.StateMachine: the whole batch is one bbolt
-// transaction, which also records the applied index and revision.
+// Apply applies ents and returns their results once they are committed to
+// the store (tests and tools; the node uses ApplyBatch).
 func (sm *stateMachine) Apply(ents []raftpb.Entry) []consensus.Result {
+	var out []consensus.Result
+	sm.ApplyBatch(ents, func(r []consensus.Result) { out = r })
+	return out
+}
+
+// ApplyBatch implements consensus.StateMachine: the whole batch is one bbolt
+// transaction, which also records the applied index and revision.
+//
+// The results are delivered before the transaction's commit (its fsyncs),
+// as etcd answers from its batch buffer before the backend commits: the
+// entries are already committed in the raft log of a quorum, so the answer
+// is final, and a crash before the commit replays them from the WAL. Reads
+// that begin after the delivery wait for the commit (view), so a caller
+// that was answered reads its write on this member; linearizable reads wait
+// for the applied index, which moves after the commit.
+func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus.Result)) {
 	start := time.Now()
 	results := make([]consensus.Result, len(ents))
 	var batches []*catalogpb.EventBatch
@@ -206,6 +232,17 @@ func (sm *stateMachine) Apply(ents []raftpb.Entry) []consensus.Result {
 	putUint(meta, keyAppliedIndex, applied)
 	putUint(meta, keyRevision, uint64(rev))
 	sm.m.DBSize.Set(float64(tx.Size()))
+	committed := make(chan struct{})
+	sm.committing.Store(&committed)
+	deliver(results)
+	// Derived state (watchers, the leader's lease deadlines, waiting
+	// coordination calls) moves with the answers, so that nothing a caller
+	// was told is unknown to it.
+	if len(batches) > 0 {
+		for _, o := range sm.observers {
+			o.Applied(rev, batches)
+		}
+	}
 	commitStart := time.Now()
 	if err := tx.Commit(); err != nil {
 		sm.fatal("commit apply transaction", err)
@@ -213,15 +250,11 @@ func (sm *stateMachine) Apply(ents []raftpb.Entry) []consensus.Result {
 	sm.m.BackendCommitDuration.Observe(time.Since(commitStart).Seconds())
 	sm.applied.Store(applied)
 	sm.revision.Store(rev)
+	sm.committing.Store(nil)
+	close(committed)
 	sm.m.Revision.Set(float64(rev))
 	sm.m.ProposalsApplied.Add(float64(len(ents)))
 	sm.m.ApplyDuration.Observe(time.Since(start).Seconds())
-	if len(batches) > 0 {
-		for _, o := range sm.observers {
-			o.Applied(rev, batches)
-		}
-	}
-	return results
 }
 
 // applyCommand applies one command at revision rev (the revision it gets if
@@ -248,7 +281,7 @@ func (sm *stateMachine) applyCommand(tx *bbolt.Tx, rev int64, cmd *catalogpb.Com
 		}
 		return resp, evs, err
 	case *catalogpb.Command_Txn:
-		resp, evs, err := registry.ApplyTxn(tx, rev, op.Txn)
+		resp, evs, err := registry.ApplyTxn(tx, rev, op.Txn, fenceHolds)
 		if resp != nil {
 			resp.Header = header(rev, evs)
 		}
@@ -261,9 +294,23 @@ func (sm *stateMachine) applyCommand(tx *bbolt.Tx, rev int64, cmd *catalogpb.Com
 		*catalogpb.Command_Deregister, *catalogpb.Command_SetState, *catalogpb.Command_SetHealth,
 		*catalogpb.Command_SetShardMap:
 		return applyRegistryCommand(tx, rev, cmd)
+	case *catalogpb.Command_Locks:
+		resp, evs, err := locks.Apply(tx, rev, cmd.NowUnixNano, op.Locks)
+		if err != nil {
+			return nil, nil, err
+		}
+		setLocksHeader(resp, header(rev, evs))
+		return resp, evs, nil
 	default:
 		return nil, nil, fmt.Errorf("%w: command has no operation", registry.ErrInvalidArgument)
 	}
+}
+
+// fenceHolds is the FENCE compare of KV transactions: whether token holds
+// the lock named name now.
+func fenceHolds(tx *bbolt.Tx, name string, token uint64) (bool, error) {
+	valid, _, err := locks.Fence(tx, name, token)
+	return valid, err
 }
 
 // header starts a response header with the revision the write produced; the
@@ -479,6 +526,7 @@ func (sm *stateMachine) replaceDB(path string) error {
 // beginSnapshot begins a read transaction holding sm.mu only to begin it: a
 // database replacement waits for the transaction to end, nothing else does.
 func (sm *stateMachine) beginSnapshot() (*bbolt.Tx, error) {
+	sm.waitCommitted()
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
 	tx, err := sm.db.Begin(false)
@@ -488,8 +536,17 @@ func (sm *stateMachine) beginSnapshot() (*bbolt.Tx, error) {
 	return tx, nil
 }
 
+// waitCommitted waits for an apply transaction whose results were already
+// delivered to commit, so that a read begun after an answer sees it.
+func (sm *stateMachine) waitCommitted() {
+	if c := sm.committing.Load(); c != nil {
+		<-*c
+	}
+}
+
 // view runs fn in a read transaction.
 func (sm *stateMachine) view(fn func(tx *bbolt.Tx) error) error {
+	sm.waitCommitted()
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
 	return sm.db.View(fn)

@@ -18,6 +18,7 @@ import (
 	"github.com/catalogd/catalogd/api/catalogpb"
 	"github.com/catalogd/catalogd/consensus"
 	"github.com/catalogd/catalogd/lease"
+	"github.com/catalogd/catalogd/locks"
 	"github.com/catalogd/catalogd/registry"
 )
 
@@ -46,6 +47,9 @@ var watchFilters = []catalogpb.WatchCreateRequest_Filter{
 	catalogpb.WatchCreateRequest_SERVICE,
 	catalogpb.WatchCreateRequest_SHARD_MAP,
 	catalogpb.WatchCreateRequest_LEASE,
+	catalogpb.WatchCreateRequest_LOCK,
+	catalogpb.WatchCreateRequest_BARRIER,
+	catalogpb.WatchCreateRequest_QUEUE,
 }
 
 // filterOfKind maps an event kind to the one filter that can match it.
@@ -59,6 +63,12 @@ func filterOfKind(kind string) catalogpb.WatchCreateRequest_Filter {
 		return catalogpb.WatchCreateRequest_SHARD_MAP
 	case lease.EventKind:
 		return catalogpb.WatchCreateRequest_LEASE
+	case locks.LockKind:
+		return catalogpb.WatchCreateRequest_LOCK
+	case locks.BarrierKind:
+		return catalogpb.WatchCreateRequest_BARRIER
+	case locks.QueueKind:
+		return catalogpb.WatchCreateRequest_QUEUE
 	}
 	return catalogpb.WatchCreateRequest_FILTER_UNSPECIFIED
 }
@@ -145,7 +155,7 @@ func (h *watchHub) Applied(rev int64, batches []*catalogpb.EventBatch) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.rev = rev
-	var touched [catalogpb.WatchCreateRequest_LEASE + 1]bool
+	var touched [catalogpb.WatchCreateRequest_QUEUE + 1]bool
 	for _, b := range batches {
 		for _, e := range b.Events {
 			touched[filterOfKind(e.Kind)] = true
@@ -726,16 +736,23 @@ func (st *watchStream) response(w *watcher, items []watchItem) *catalogpb.WatchR
 // e's fields, which nobody changes once applied.
 func withoutPrevKV(e *catalogpb.Event) *catalogpb.Event {
 	return &catalogpb.Event{
-		Type:         e.Type,
-		Kind:         e.Kind,
-		Kv:           e.Kv,
-		Lease:        e.Lease,
-		Service:      e.Service,
-		PrevService:  e.PrevService,
-		Instance:     e.Instance,
-		PrevInstance: e.PrevInstance,
-		ShardMap:     e.ShardMap,
-		PrevShardMap: e.PrevShardMap,
+		Type:           e.Type,
+		Kind:           e.Kind,
+		Kv:             e.Kv,
+		Lease:          e.Lease,
+		Service:        e.Service,
+		PrevService:    e.PrevService,
+		Instance:       e.Instance,
+		PrevInstance:   e.PrevInstance,
+		ShardMap:       e.ShardMap,
+		PrevShardMap:   e.PrevShardMap,
+		Lock:           e.Lock,
+		PrevLock:       e.PrevLock,
+		Barrier:        e.Barrier,
+		PrevBarrier:    e.PrevBarrier,
+		QueueItem:      e.QueueItem,
+		PrevQueueItem:  e.PrevQueueItem,
+		QueueConsumers: e.QueueConsumers,
 	}
 }
 
@@ -949,8 +966,36 @@ func (w *watcher) wants(e *catalogpb.Event) bool {
 		return e.Kind == registry.ShardMapKind && (w.service == "" || string(key) == w.service)
 	case catalogpb.WatchCreateRequest_LEASE:
 		return e.Kind == lease.EventKind
+	case catalogpb.WatchCreateRequest_LOCK:
+		return e.Kind == locks.LockKind && w.matchesName(string(key))
+	case catalogpb.WatchCreateRequest_BARRIER:
+		return e.Kind == locks.BarrierKind && w.matchesName(string(key))
+	case catalogpb.WatchCreateRequest_QUEUE:
+		return e.Kind == locks.QueueKind && w.matchesName(queueOfEvent(e))
 	}
 	return false
+}
+
+// matchesName matches a coordination name against the watch's key: the
+// name itself, or a prefix of it with prefix set.
+func (w *watcher) matchesName(name string) bool {
+	if w.prefix {
+		return strings.HasPrefix(name, string(w.key))
+	}
+	return name == string(w.key)
+}
+
+// queueOfEvent is the queue a "queue" event belongs to. An item's event has
+// key "queue/id"; a consumers' event has the queue's name as key. Queue
+// names may hold '/', so the name comes from the item when there is one.
+func queueOfEvent(e *catalogpb.Event) string {
+	if it := e.GetQueueItem(); it != nil {
+		return it.GetQueue()
+	}
+	if it := e.GetPrevQueueItem(); it != nil {
+		return it.GetQueue()
+	}
+	return string(e.GetKv().GetKey())
 }
 
 // validateWatchCreate checks a create request and says what to fix.
@@ -973,9 +1018,24 @@ func validateWatchCreate(req *catalogpb.WatchCreateRequest) error {
 		if req.Service != "" {
 			return fmt.Errorf("%w: service is not used by a KV watch (got %q); use the SERVICE filter to watch a service", registry.ErrInvalidArgument, req.Service)
 		}
+	case catalogpb.WatchCreateRequest_LOCK, catalogpb.WatchCreateRequest_BARRIER, catalogpb.WatchCreateRequest_QUEUE:
+		what := map[catalogpb.WatchCreateRequest_Filter]string{
+			catalogpb.WatchCreateRequest_LOCK:    "lock",
+			catalogpb.WatchCreateRequest_BARRIER: "barrier",
+			catalogpb.WatchCreateRequest_QUEUE:   "queue",
+		}[f]
+		if len(req.Key) == 0 && !req.Prefix {
+			return fmt.Errorf("%w: a %v watch needs key (a %s name), or prefix set (an empty prefix watches every %s)", registry.ErrInvalidArgument, f, what, what)
+		}
+		if len(req.Key) > locks.MaxNameBytes {
+			return fmt.Errorf("%w: key (a %s name) must be at most %d bytes, got %d", registry.ErrInvalidArgument, what, locks.MaxNameBytes, len(req.Key))
+		}
+		if req.Service != "" {
+			return fmt.Errorf("%w: service is not used by a %v watch (got %q)", registry.ErrInvalidArgument, f, req.Service)
+		}
 	case catalogpb.WatchCreateRequest_SERVICE, catalogpb.WatchCreateRequest_SHARD_MAP, catalogpb.WatchCreateRequest_LEASE:
 		if len(req.Key) > 0 || req.Prefix {
-			return fmt.Errorf("%w: key and prefix are only used by a KV watch, not by a %v watch", registry.ErrInvalidArgument, f)
+			return fmt.Errorf("%w: key and prefix are only used by KV, LOCK, BARRIER and QUEUE watches, not by a %v watch", registry.ErrInvalidArgument, f)
 		}
 		if f == catalogpb.WatchCreateRequest_LEASE {
 			if req.Service != "" {

@@ -551,16 +551,19 @@ func TestWatchRefusesBadRequestsAndKeepsTheStream(t *testing.T) {
 		req  *catalogpb.WatchCreateRequest
 		want string
 	}{
-		{"unspecified filter", &catalogpb.WatchCreateRequest{}, "filter must be one of KV, SERVICE, SHARD_MAP, LEASE, got FILTER_UNSPECIFIED"},
-		{"unknown filter", &catalogpb.WatchCreateRequest{Filter: 99, Key: []byte("a")}, "filter must be one of KV, SERVICE, SHARD_MAP, LEASE, got 99"},
+		{"unspecified filter", &catalogpb.WatchCreateRequest{}, "filter must be one of KV, SERVICE, SHARD_MAP, LEASE, LOCK, BARRIER, QUEUE, got FILTER_UNSPECIFIED"},
+		{"unknown filter", &catalogpb.WatchCreateRequest{Filter: 99, Key: []byte("a")}, "filter must be one of KV, SERVICE, SHARD_MAP, LEASE, LOCK, BARRIER, QUEUE, got 99"},
 		{"kv without key", &catalogpb.WatchCreateRequest{Filter: kvF}, "needs a key, or prefix set"},
 		{"kv with service", &catalogpb.WatchCreateRequest{Filter: kvF, Key: []byte("a"), Service: "orders"}, "service is not used by a KV watch"},
-		{"service with key", &catalogpb.WatchCreateRequest{Filter: catalogpb.WatchCreateRequest_SERVICE, Key: []byte("a")}, "key and prefix are only used by a KV watch"},
+		{"service with key", &catalogpb.WatchCreateRequest{Filter: catalogpb.WatchCreateRequest_SERVICE, Key: []byte("a")}, "key and prefix are only used by KV, LOCK, BARRIER and QUEUE watches"},
 		{"bad service name", &catalogpb.WatchCreateRequest{Filter: catalogpb.WatchCreateRequest_SHARD_MAP, Service: "Orders!"}, "service must be 1..63 characters"},
 		{"lease with service", &catalogpb.WatchCreateRequest{Filter: catalogpb.WatchCreateRequest_LEASE, Service: "orders"}, "service is not used by a LEASE watch"},
 		{"negative start", &catalogpb.WatchCreateRequest{Filter: kvF, Prefix: true, StartRevision: -1}, "start_revision must be >= 0"},
 		{"negative id", &catalogpb.WatchCreateRequest{Filter: kvF, Prefix: true, WatchId: -3}, "watch_id must be >= 0"},
 		{"key too large", &catalogpb.WatchCreateRequest{Filter: kvF, Key: make([]byte, 5000)}, "key must be at most"},
+		{"lock without key", &catalogpb.WatchCreateRequest{Filter: catalogpb.WatchCreateRequest_LOCK}, "a LOCK watch needs key (a lock name)"},
+		{"barrier name too large", &catalogpb.WatchCreateRequest{Filter: catalogpb.WatchCreateRequest_BARRIER, Key: make([]byte, 513)}, "at most 512 bytes, got 513"},
+		{"queue with service", &catalogpb.WatchCreateRequest{Filter: catalogpb.WatchCreateRequest_QUEUE, Key: []byte("q"), Service: "orders"}, "service is not used by a QUEUE watch"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tw.t = t
@@ -668,6 +671,14 @@ func TestWithoutPrevKVKeepsEveryOtherField(t *testing.T) {
 	fields := m.Descriptor().Fields()
 	for i := range fields.Len() {
 		fd := fields.Get(i)
+		switch {
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+			l := m.Mutable(fd).List()
+			l.Append(protoreflect.ValueOfMessage(l.NewElement().Message()))
+			continue
+		case fd.IsList():
+			t.Fatalf("list field %s of kind %v: teach this test", fd.Name(), fd.Kind())
+		}
 		switch fd.Kind() {
 		case protoreflect.MessageKind:
 			m.Set(fd, protoreflect.ValueOfMessage(m.NewField(fd).Message()))

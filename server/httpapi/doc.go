@@ -22,10 +22,12 @@
 // if one ever does not fit. Maps (metadata, ports) are lists of pairs sorted
 // by key, and enums use the protobuf value names.
 //
-// A lookup of one thing (kv, service, instance, shardMap) answers null when it
-// does not exist; any other failure is an error. Listings (services, leases,
-// Service.instances) are sorted and page with after = the last name or id of
-// the previous page.
+// A lookup of one thing (kv, service, instance, shardMap, lock, election)
+// answers null when it does not exist; any other failure is an error (queue
+// answers an empty queue). Listings (services, leases, Service.instances,
+// locks, elections, barriers, queues) are sorted and page with after = the
+// last name or id of the previous page. Fencing tokens, leases and waiter
+// ids are decimal Strings like the other 64-bit numbers.
 //
 // The schema is assembled from one small function per area (clusterFields,
 // kvFields, ...) listed in queryAreas; an area adds its fields there and two

@@ -29,6 +29,14 @@ type Backend interface {
 	GetShardMap(ctx context.Context, req *catalogpb.GetShardMapRequest) (*catalogpb.GetShardMapResponse, error)
 	// LeaseList answers as the Lease.List RPC does.
 	LeaseList(ctx context.Context, req *catalogpb.LeaseListRequest) (*catalogpb.LeaseListResponse, error)
+	// ListLocks, GetLock, ListBarriers, ListQueues and QueueStatus answer as
+	// the Lock.List, Lock.Get, Barrier.List, Queue.List and Queue.Status
+	// RPCs do.
+	ListLocks(ctx context.Context, req *catalogpb.ListLocksRequest) (*catalogpb.ListLocksResponse, error)
+	GetLock(ctx context.Context, req *catalogpb.GetLockRequest) (*catalogpb.GetLockResponse, error)
+	ListBarriers(ctx context.Context, req *catalogpb.ListBarriersRequest) (*catalogpb.ListBarriersResponse, error)
+	ListQueues(ctx context.Context, req *catalogpb.ListQueuesRequest) (*catalogpb.ListQueuesResponse, error)
+	QueueStatus(ctx context.Context, req *catalogpb.QueueStatusRequest) (*catalogpb.QueueStatusResponse, error)
 	// Ready reports whether the server is ready: a leader is known and it has
 	// applied up to the commit index it last heard. reason says why not.
 	Ready() (ok bool, reason string)

@@ -30,6 +30,7 @@ var queryAreas = []queryArea{
 	{"kv", kvFields},
 	{"registry", registryFields},
 	{"lease", leaseFields},
+	{"coordination", coordinationFields},
 }
 
 // sharedTypes are the GraphQL types more than one area uses. A GraphQL schema

@@ -68,6 +68,40 @@
 // closed, or on an error it cannot resume from, such as ErrCompacted (the
 // caller then lists again and watches from the listing's revision).
 //
+// # Coordination
+//
+// NewSession grants a lease (WithSessionTTL, default 60s) and keeps it
+// alive; the helpers made with a session hold, wait and consume on its
+// lease: Mutex, RWMutex (readers or one writer, strictly FIFO so writers are
+// not starved), Semaphore (a fixed number of permits), Election (Campaign,
+// Proclaim, Resign, Leader, and Observe, a channel of leadership changes that
+// reconnects and resumes after a broken stream), DoubleBarrier (Enter waits
+// for count participants, Leave for all of them to leave) and Queue (Dequeue
+// hands an item to the session until Ack; an item whose session ends first
+// goes back to the head of the queue). Barrier, a simple barrier, needs no
+// session. Holders and waiters are replicated state kept by the servers, so
+// no helper polls. Session.Done, and each helper's Done, is closed when the
+// lease is lost (or no renewal was answered for a whole TTL): what the
+// session held is then gone.
+//
+// Every grant carries a fencing token from one counter that only grows. A
+// write made under a lock can be guarded by it: a transaction conditioned on
+// Compare(Fence(name, token), "=", true) is refused once the lock moved on,
+// even if its writer does not know yet (a pause, a partition).
+//
+// Blocking calls (Lock, RLock, Acquire, Campaign, Dequeue, Enter, Leave,
+// Barrier.Wait) wait on the server as long as their context allows:
+// Config.RequestTimeout does not cut them. Each logical call carries one
+// random waiter id; after a failure that says nothing about the wait (no
+// server reachable, no leader, a server-side timeout) it is sent again with
+// the same id, which continues the wait the servers keep for the session's
+// lease, so a leader failover neither loses the caller's place nor queues it
+// twice. A context that ends returns ctx.Err() and the server removes the
+// wait; a wait whose call was abandoned while no server could be reached is
+// removed in the background once one can. Releases (Unlock, Resign, Ack)
+// are retried too: a retry told the hold or item is gone means the lost
+// attempt took effect.
+//
 // This package must not import any server-side package of this module (only
 // api/catalogpb, grpc, protobuf and genproto's errdetails): a test enforces it.
 package sdk

@@ -68,6 +68,34 @@ var (
 	ErrWatchIDExists = errors.New("sdk: watch id already in use")
 	ErrWatchNotFound = errors.New("sdk: no such watch")
 	ErrNotLeader     = errors.New("sdk: member is not the leader")
+
+	// Coordination (locks, elections, barriers, queues).
+
+	// ErrNotHeld means the token (or lease) is not a current holder's: a
+	// stale Unlock, Resign or Proclaim, or a lock that moved on.
+	ErrNotHeld = errors.New("sdk: lock not held")
+	// ErrKindMismatch means the name is in use as another kind (mutex, RW
+	// lock, semaphore, election, or another barrier kind).
+	ErrKindMismatch = errors.New("sdk: name in use as another kind")
+	// ErrPermitsExceeded means more permits were asked than the semaphore
+	// has, or another limit while the semaphore exists.
+	ErrPermitsExceeded = errors.New("sdk: permits exceeded")
+	// ErrNotEntered means Leave by a lease that did not Enter the barrier.
+	ErrNotEntered = errors.New("sdk: barrier not entered")
+	// ErrBarrierMismatch means a count that disagrees with the barrier's,
+	// or Enter into a barrier already open.
+	ErrBarrierMismatch = errors.New("sdk: barrier mismatch")
+	// ErrItemNotFound means Ack of a queue item that does not exist or is
+	// not handed to the caller's lease.
+	ErrItemNotFound = errors.New("sdk: queue item not found")
+	// ErrWaitSuperseded means another call with the same lease took over
+	// the wait (a second Lock, Campaign or Dequeue of the same session on
+	// the same name).
+	ErrWaitSuperseded = errors.New("sdk: wait superseded")
+	// ErrLocked is returned by TryLock, TryRLock and TryAcquire when the
+	// lock cannot be granted now; nothing was changed. The SDK sets it, not
+	// a server.
+	ErrLocked = errors.New("sdk: locked by another session")
 )
 
 // errorDomain is the ErrorInfo domain of reasons set by catalogd servers.
@@ -114,6 +142,13 @@ var errorTable = []struct {
 	{catalogpb.ErrorReason_WATCH_ID_EXISTS, codes.AlreadyExists, ErrWatchIDExists},
 	{catalogpb.ErrorReason_WATCH_NOT_FOUND, codes.NotFound, ErrWatchNotFound},
 	{catalogpb.ErrorReason_NOT_LEADER, codes.Unavailable, ErrNotLeader},
+	{catalogpb.ErrorReason_LOCK_NOT_HELD, codes.FailedPrecondition, ErrNotHeld},
+	{catalogpb.ErrorReason_LOCK_KIND_MISMATCH, codes.FailedPrecondition, ErrKindMismatch},
+	{catalogpb.ErrorReason_PERMITS_EXCEEDED, codes.FailedPrecondition, ErrPermitsExceeded},
+	{catalogpb.ErrorReason_BARRIER_NOT_ENTERED, codes.FailedPrecondition, ErrNotEntered},
+	{catalogpb.ErrorReason_BARRIER_MISMATCH, codes.FailedPrecondition, ErrBarrierMismatch},
+	{catalogpb.ErrorReason_QUEUE_ITEM_NOT_FOUND, codes.NotFound, ErrItemNotFound},
+	{catalogpb.ErrorReason_WAIT_SUPERSEDED, codes.Aborted, ErrWaitSuperseded},
 
 	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.InvalidArgument, ErrInvalidArgument},
 	{catalogpb.ErrorReason_ERROR_REASON_UNSPECIFIED, codes.Unavailable, ErrUnavailable},

@@ -33,18 +33,19 @@ func CreateRevision(key string) Cmp { return target(key, catalogpb.Compare_CREAT
 func Version(key string) Cmp { return target(key, catalogpb.Compare_VERSION) }
 
 // Exists targets whether key exists; compare it with a bool using "=" or "!=".
+// Fence (coordination.go) targets whether a lock's fencing token is held.
 func Exists(key string) Cmp { return target(key, catalogpb.Compare_EXISTS) }
 
 // Compare makes a condition: the target, an operator ("=", "!=", ">" or "<")
 // and the value to compare with (string or []byte for Value; int or int64 for
-// the revisions and Version; bool for Exists). A mismatch is reported by
+// the revisions and Version; bool for Exists and Fence). A mismatch is reported by
 // Commit, not by a panic.
 func Compare(c Cmp, op string, v any) Cmp {
 	if c.err != nil {
 		return c
 	}
 	if c.pb == nil {
-		return Cmp{err: fmt.Errorf("%w: Compare needs a target made by Value, ModRevision, CreateRevision, Version or Exists", ErrInvalidArgument)}
+		return Cmp{err: fmt.Errorf("%w: Compare needs a target made by Value, ModRevision, CreateRevision, Version, Exists or Fence", ErrInvalidArgument)}
 	}
 	pb := &catalogpb.Compare{Key: c.pb.Key, Target: c.pb.Target}
 	switch op {
@@ -99,6 +100,24 @@ func Compare(c Cmp, op string, v any) Cmp {
 			return Cmp{err: fmt.Errorf("%w: compare of EXISTS on key %q takes = or !=, got %q", ErrInvalidArgument, pb.Key, op)}
 		}
 		pb.TargetUnion = &catalogpb.Compare_Exists{Exists: b}
+	case catalogpb.Compare_FENCE:
+		held, ok := v.(bool)
+		if !ok {
+			return mismatch("a bool")
+		}
+		if pb.Result != catalogpb.Compare_EQUAL && pb.Result != catalogpb.Compare_NOT_EQUAL {
+			return Cmp{err: fmt.Errorf("%w: compare of FENCE on lock %q takes = or !=, got %q", ErrInvalidArgument, pb.Key, op)}
+		}
+		// The server's FENCE compare holds with EQUAL while the token is
+		// held: "!= true" and "= false" both ask that it is not.
+		if !held {
+			if pb.Result == catalogpb.Compare_EQUAL {
+				pb.Result = catalogpb.Compare_NOT_EQUAL
+			} else {
+				pb.Result = catalogpb.Compare_EQUAL
+			}
+		}
+		pb.TargetUnion = &catalogpb.Compare_FenceToken{FenceToken: c.pb.GetFenceToken()}
 	}
 	return Cmp{pb: pb}
 }

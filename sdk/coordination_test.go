@@ -1,0 +1,637 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+)
+
+func lockRequests(f *coordFake) []*catalogpb.LockRequest {
+	var out []*catalogpb.LockRequest
+	for _, m := range f.got("Lock") {
+		out = append(out, m.(*catalogpb.LockRequest))
+	}
+	return out
+}
+
+func granted(token uint64) func(context.Context, *catalogpb.LockRequest) (*catalogpb.LockResponse, error) {
+	return func(context.Context, *catalogpb.LockRequest) (*catalogpb.LockResponse, error) {
+		return &catalogpb.LockResponse{Header: coordHeader(), Acquired: true, Token: token}, nil
+	}
+}
+
+// TestLockRetriesKeepTheWaiterID: a Lock whose attempts fail without an
+// answer about the wait (no server, no leader, a server timeout) is sent
+// again with the same waiter id, so the server's place in line is kept;
+// the next logical call gets a new id.
+func TestLockRetriesKeepTheWaiterID(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.lock = failing([]error{
+			errUnavailable,
+			reasonErr(t, codes.Unavailable, catalogpb.ErrorReason_NO_LEADER, "no leader"),
+			reasonErr(t, codes.DeadlineExceeded, catalogpb.ErrorReason_TIMEOUT, "proposal timed out"),
+			reasonErr(t, codes.Unavailable, catalogpb.ErrorReason_STOPPED, "member stopping"),
+		}, granted(17))
+	})
+	_, s := newFakeSession(t, f, Config{})
+	m := NewMutex(s, "jobs")
+	if err := m.Lock(t.Context()); err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	if m.Token() != 17 {
+		t.Errorf("Token = %d, want 17", m.Token())
+	}
+	reqs := lockRequests(f)
+	if len(reqs) != 5 {
+		t.Fatalf("server got %d Lock attempts, want 5", len(reqs))
+	}
+	id := reqs[0].GetWaiterId()
+	if id == 0 {
+		t.Fatalf("Lock sent waiter_id 0, want a random non-zero id")
+	}
+	for i, r := range reqs {
+		if r.GetWaiterId() != id || r.GetLease() != s.Lease() || r.GetName() != "jobs" ||
+			r.GetKind() != catalogpb.LockKind_LOCK_KIND_MUTEX || r.GetTry() {
+			t.Errorf("attempt %d = %v, want mutex \"jobs\" on lease %d with waiter_id %d", i, r, s.Lease(), id)
+		}
+	}
+
+	if err := m.Unlock(t.Context()); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if m.Token() != 0 {
+		t.Errorf("Token after Unlock = %d, want 0", m.Token())
+	}
+	if err := m.Lock(t.Context()); err != nil {
+		t.Fatalf("second Lock: %v", err)
+	}
+	reqs = lockRequests(f)
+	if next := reqs[len(reqs)-1].GetWaiterId(); next == id || next == 0 {
+		t.Errorf("second Lock's waiter_id = %d, want a new non-zero id (first was %d)", next, id)
+	}
+}
+
+// TestLockAnswersAreNotRetried: an answer about the wait itself ends the
+// call after one attempt, mapped to its sentinel.
+func TestLockAnswersAreNotRetried(t *testing.T) {
+	tests := []struct {
+		reason catalogpb.ErrorReason
+		code   codes.Code
+		want   error
+	}{
+		{catalogpb.ErrorReason_WAIT_SUPERSEDED, codes.Aborted, ErrWaitSuperseded},
+		{catalogpb.ErrorReason_LOCK_KIND_MISMATCH, codes.FailedPrecondition, ErrKindMismatch},
+		{catalogpb.ErrorReason_PERMITS_EXCEEDED, codes.FailedPrecondition, ErrPermitsExceeded},
+		{catalogpb.ErrorReason_LEASE_NOT_FOUND, codes.NotFound, ErrLeaseNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.reason.String(), func(t *testing.T) {
+			f := startCoordFake(t)
+			serverErr := reasonErr(t, tt.code, tt.reason, "refused: "+tt.reason.String())
+			f.set(func(f *coordFake) { f.lock = failing([]error{serverErr}, granted(1)) })
+			_, s := newFakeSession(t, f, Config{})
+			err := NewSemaphore(s, "pool", 3).Acquire(t.Context(), 2)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Acquire = %v, want %v", err, tt.want)
+			}
+			if n := len(f.got("Lock")); n != 1 {
+				t.Errorf("server got %d attempts, want 1", n)
+			}
+			req := lockRequests(f)[0]
+			if req.GetKind() != catalogpb.LockKind_LOCK_KIND_SEMAPHORE || req.GetLimit() != 3 || req.GetPermits() != 2 {
+				t.Errorf("request = %v, want a semaphore of limit 3 asked for 2 permits", req)
+			}
+		})
+	}
+}
+
+// TestLockEndsWithItsContext: cancelling or timing out a waiting Lock
+// returns the context's own error after one attempt (a blocking call is
+// never sent again on DeadlineExceeded), and the server sees the call
+// cancelled; Config.RequestTimeout does not cut a wait short.
+func TestLockEndsWithItsContext(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) { f.lock = hang[*catalogpb.LockRequest, *catalogpb.LockResponse] })
+	_, s := newFakeSession(t, f, Config{RequestTimeout: 20 * time.Millisecond})
+	m := NewMutex(s, "jobs")
+
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := m.Lock(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("Lock with a deadline = %v, want context.DeadlineExceeded itself", err)
+	}
+	if n := len(f.got("Lock")); n != 1 {
+		t.Errorf("server got %d Lock attempts, want 1 (not cut by RequestTimeout, not retried)", n)
+	}
+
+	calls := f.notifyCalls()
+	ctx, cancel = context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- m.Lock(ctx) }()
+	waitCallOf(t, calls, "Lock")
+	cancel()
+	if err := <-errc; err != context.Canceled {
+		t.Fatalf("cancelled Lock = %v, want context.Canceled itself", err)
+	}
+	if m.Token() != 0 {
+		t.Errorf("Token after a cancelled Lock = %d, want 0", m.Token())
+	}
+}
+
+// TestLockEndedByTheServerOnTheDeadline: a server that ends the call on
+// the deadline gRPC sent it, a moment before the caller's context expires,
+// gets the same answer as the context's own end: ctx.Err(), no retry, and
+// no cleanup (the server removed the wait itself).
+func TestLockEndedByTheServerOnTheDeadline(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.lock = func(ctx context.Context, _ *catalogpb.LockRequest) (*catalogpb.LockResponse, error) {
+			deadline, ok := ctx.Deadline()
+			if !ok {
+				return nil, status.Error(codes.Internal, "fake: the call has no deadline")
+			}
+			time.Sleep(time.Until(deadline) - 100*time.Millisecond)
+			return nil, status.Error(codes.DeadlineExceeded, "fake: deadline reached")
+		}
+	})
+	_, s := newFakeSession(t, f, Config{})
+	m := NewMutex(s, "jobs")
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := m.Lock(ctx); err != context.DeadlineExceeded {
+		t.Fatalf("Lock = %v, want context.DeadlineExceeded itself", err)
+	}
+	if n := len(f.got("Lock")); n != 1 {
+		t.Errorf("server got %d Lock attempts, want 1", n)
+	}
+	m.l.mu.Lock()
+	cleanup := m.l.cleanup
+	m.l.mu.Unlock()
+	if cleanup != nil {
+		t.Errorf("a cleanup started for a wait the server removed")
+	}
+}
+
+// TestAbandonedWaitIsRemoved: when the caller gives up while an earlier
+// attempt's answer was lost, the server may still hold the wait: the SDK
+// rejoins it with the same waiter id and, finding it granted meanwhile,
+// releases that grant.
+func TestAbandonedWaitIsRemoved(t *testing.T) {
+	saved := cleanupHold
+	cleanupHold = 200 * time.Millisecond
+	t.Cleanup(func() { cleanupHold = saved })
+
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) { f.lock = failing([]error{errUnavailable}, granted(23)) })
+	c, s := newFakeSession(t, f, Config{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// The caller gives up while the client waits to retry.
+	c.sleep = func(context.Context, time.Duration) error {
+		cancel()
+		return context.Canceled
+	}
+	calls := f.notifyCalls()
+	m := NewMutex(s, "jobs")
+	if err := m.Lock(ctx); err != context.Canceled {
+		t.Fatalf("Lock = %v, want context.Canceled", err)
+	}
+	waitCallOf(t, calls, "Unlock")
+	reqs := lockRequests(f)
+	if len(reqs) != 2 || reqs[1].GetWaiterId() != reqs[0].GetWaiterId() {
+		t.Fatalf("Lock requests = %v, want the abandoned call rejoined once with its waiter_id", reqs)
+	}
+	unlock := f.got("Unlock")[0].(*catalogpb.UnlockRequest)
+	if unlock.GetToken() != 23 || unlock.GetName() != "jobs" || unlock.GetLease() != s.Lease() {
+		t.Errorf("cleanup Unlock = %v, want token 23 of \"jobs\" on lease %d", unlock, s.Lease())
+	}
+	if m.Token() != 0 {
+		t.Errorf("Token = %d after an abandoned Lock, want 0", m.Token())
+	}
+}
+
+// TestTryLock: a try that cannot be granted fails with ErrLocked.
+func TestTryLock(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.lock = func(context.Context, *catalogpb.LockRequest) (*catalogpb.LockResponse, error) {
+			return &catalogpb.LockResponse{Header: coordHeader(), State: &catalogpb.LockState{
+				Name: "jobs", Holders: []*catalogpb.LockOwner{{Lease: 9, Token: 5}},
+			}}, nil
+		}
+	})
+	_, s := newFakeSession(t, f, Config{})
+	m := NewRWMutex(s, "jobs")
+	err := m.TryRLock(t.Context())
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("TryRLock = %v, want ErrLocked", err)
+	}
+	req := lockRequests(f)[0]
+	if !req.GetTry() || req.GetMode() != catalogpb.LockMode_LOCK_MODE_SHARED || req.GetKind() != catalogpb.LockKind_LOCK_KIND_RWLOCK {
+		t.Errorf("request = %v, want a shared try on an RW lock", req)
+	}
+	if m.Token() != 0 {
+		t.Errorf("Token = %d, want 0", m.Token())
+	}
+}
+
+// TestUnlockSettles: an Unlock whose first answer was lost and whose retry
+// finds the token not held succeeded; a first answer of ErrNotHeld is an
+// error.
+func TestUnlockSettles(t *testing.T) {
+	f := startCoordFake(t)
+	notHeld := reasonErr(t, codes.FailedPrecondition, catalogpb.ErrorReason_LOCK_NOT_HELD, `token 1 does not hold lock "jobs"`)
+	f.set(func(f *coordFake) {
+		f.unlock = failing([]error{errUnavailable, notHeld, notHeld}, func(context.Context, *catalogpb.UnlockRequest) (*catalogpb.UnlockResponse, error) {
+			return &catalogpb.UnlockResponse{Header: coordHeader()}, nil
+		})
+	})
+	_, s := newFakeSession(t, f, Config{})
+	m := NewMutex(s, "jobs")
+	if err := m.Lock(t.Context()); err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	if err := m.Unlock(t.Context()); err != nil {
+		t.Fatalf("Unlock after a lost answer = %v, want success", err)
+	}
+	if n := len(f.got("Unlock")); n != 2 {
+		t.Errorf("server got %d Unlock attempts, want 2", n)
+	}
+	if err := m.Unlock(t.Context()); !errors.Is(err, ErrNotHeld) {
+		t.Errorf("Unlock of a mutex not held = %v, want ErrNotHeld", err)
+	}
+	if err := m.Lock(t.Context()); err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	if err := m.Unlock(t.Context()); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("Unlock answered LOCK_NOT_HELD = %v, want ErrNotHeld", err)
+	}
+	if m.Token() != 0 {
+		t.Errorf("Token after a refused Unlock = %d, want 0 (the lock moved on)", m.Token())
+	}
+}
+
+// TestSessionEndsWithItsLease: Done closes and Err matches
+// ErrLeaseNotFound when renewals say the lease is gone, and a Lock waiting
+// then returns that error; Close revokes the lease.
+func TestSessionEndsWithItsLease(t *testing.T) {
+	f := startCoordFake(t)
+	gone := make(chan struct{})
+	f.set(func(f *coordFake) {
+		f.lock = hang[*catalogpb.LockRequest, *catalogpb.LockResponse]
+		f.renew = func(int64) int64 {
+			select {
+			case <-gone:
+				return 0
+			default:
+				return -1 // wait for the test
+			}
+		}
+	})
+	_, s := newFakeSession(t, f, Config{})
+	if s.Lease() != 42 || s.TTL() != time.Minute {
+		t.Fatalf("session lease %d TTL %v, want 42 and 1m", s.Lease(), s.TTL())
+	}
+	calls := f.notifyCalls()
+	m := NewMutex(s, "jobs")
+	errc := make(chan error, 1)
+	go func() { errc <- m.Lock(t.Context()) }()
+	waitCallOf(t, calls, "Lock")
+
+	// The keep-alive sends its unanswered renewal again and hears the
+	// lease is gone.
+	close(gone)
+	select {
+	case <-m.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after the lease was found gone")
+	}
+	if err := s.Err(); !errors.Is(err, ErrLeaseNotFound) {
+		t.Errorf("Err = %v, want ErrLeaseNotFound", err)
+	}
+	if err := <-errc; !errors.Is(err, ErrLeaseNotFound) {
+		t.Errorf("waiting Lock = %v, want the session's ErrLeaseNotFound", err)
+	}
+	if err := m.Lock(t.Context()); !errors.Is(err, ErrLeaseNotFound) {
+		t.Errorf("Lock on an ended session = %v, want ErrLeaseNotFound", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if revokes := f.got("Revoke"); len(revokes) != 1 || revokes[0].(*catalogpb.LeaseRevokeRequest).GetId() != 42 {
+		t.Errorf("Revoke requests = %v, want lease 42 once", revokes)
+	}
+}
+
+// TestSessionPresumedExpired: a session whose renewals go unanswered for
+// its TTL ends, its lease presumed expired.
+func TestSessionPresumedExpired(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.ttl = 1
+		f.renew = func(int64) int64 { return -1 }
+	})
+	_, s := newFakeSession(t, f, Config{})
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed though no renewal was answered for the TTL")
+	}
+	if err := s.Err(); !errors.Is(err, ErrLeaseNotFound) {
+		t.Errorf("Err = %v, want ErrLeaseNotFound", err)
+	}
+}
+
+func TestSessionOptions(t *testing.T) {
+	f := startCoordFake(t)
+	c := newTestClient(t, Config{Endpoints: []string{f.addr}})
+	for _, opts := range [][]SessionOption{
+		{WithSessionTTL(0)},
+		{WithSessionLease(-1)},
+		{WithSessionTTL(time.Minute), WithSessionLease(7)},
+	} {
+		if _, err := NewSession(t.Context(), c, opts...); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("NewSession with bad options = %v, want ErrInvalidArgument", err)
+		}
+	}
+	s, err := NewSession(t.Context(), c, WithSessionLease(7))
+	if err != nil {
+		t.Fatalf("NewSession(WithSessionLease(7)): %v", err)
+	}
+	if s.Lease() != 7 || len(f.got("Grant")) != 0 {
+		t.Errorf("session on lease %d after %d grants, want lease 7 and no grant", s.Lease(), len(f.got("Grant")))
+	}
+	s.Orphan()
+	if !errors.Is(s.Err(), ErrSessionClosed) {
+		t.Errorf("Err after Orphan = %v, want ErrSessionClosed", s.Err())
+	}
+	if n := len(f.got("Revoke")); n != 0 {
+		t.Errorf("Orphan revoked the lease (%d revokes)", n)
+	}
+}
+
+// TestCampaignAndResign: Campaign rides out a lost connection with one
+// waiter id; Resign sends the leader key and a retry that finds the
+// leadership gone succeeded.
+func TestCampaignAndResign(t *testing.T) {
+	f := startCoordFake(t)
+	notHeld := reasonErr(t, codes.FailedPrecondition, catalogpb.ErrorReason_LOCK_NOT_HELD, "not held")
+	f.set(func(f *coordFake) {
+		f.campaign = failing([]error{errUnavailable}, func(_ context.Context, req *catalogpb.CampaignRequest) (*catalogpb.CampaignResponse, error) {
+			return &catalogpb.CampaignResponse{Header: coordHeader(), Leader: &catalogpb.LeaderKey{Name: req.Name, Lease: req.Lease, Token: 31, Revision: 9}, Value: req.Value}, nil
+		})
+		f.resign = failing([]error{errUnavailable, notHeld}, func(context.Context, *catalogpb.ResignRequest) (*catalogpb.ResignResponse, error) {
+			return &catalogpb.ResignResponse{Header: coordHeader()}, nil
+		})
+	})
+	_, s := newFakeSession(t, f, Config{})
+	e := NewElection(s, "leader")
+	if err := e.Campaign(t.Context(), []byte("me")); err != nil {
+		t.Fatalf("Campaign: %v", err)
+	}
+	reqs := f.got("Campaign")
+	if len(reqs) != 2 || reqs[0].(*catalogpb.CampaignRequest).GetWaiterId() == 0 ||
+		reqs[0].(*catalogpb.CampaignRequest).GetWaiterId() != reqs[1].(*catalogpb.CampaignRequest).GetWaiterId() {
+		t.Fatalf("Campaign attempts = %v, want 2 with the same non-zero waiter_id", reqs)
+	}
+	if e.Token() != 31 || string(e.Value()) != "me" || e.Key().GetRevision() != 9 {
+		t.Errorf("after Campaign: token %d value %q key %v, want 31, \"me\", revision 9", e.Token(), e.Value(), e.Key())
+	}
+	if err := e.Campaign(t.Context(), []byte("again")); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("Campaign while leading = %v, want ErrInvalidArgument", err)
+	}
+	if err := e.Resign(t.Context()); err != nil {
+		t.Fatalf("Resign after a lost answer = %v, want success", err)
+	}
+	resign := f.got("Resign")[0].(*catalogpb.ResignRequest)
+	if resign.GetLeader().GetToken() != 31 || resign.GetLeader().GetLease() != s.Lease() {
+		t.Errorf("Resign sent %v, want the leader key of token 31", resign)
+	}
+	if e.Key() != nil || e.Token() != 0 {
+		t.Errorf("after Resign: key %v token %d, want none", e.Key(), e.Token())
+	}
+	if err := e.Resign(t.Context()); err != nil {
+		t.Errorf("Resign without leadership = %v, want nil", err)
+	}
+	if err := e.Proclaim(t.Context(), []byte("x")); !errors.Is(err, ErrNotHeld) {
+		t.Errorf("Proclaim without leadership = %v, want ErrNotHeld", err)
+	}
+}
+
+func leaderResp(rev int64, lease int64, token uint64, value string) *catalogpb.LeaderResponse {
+	if lease == 0 {
+		return &catalogpb.LeaderResponse{Header: &catalogpb.ResponseHeader{Revision: rev}}
+	}
+	return &catalogpb.LeaderResponse{
+		Header:    &catalogpb.ResponseHeader{Revision: rev},
+		HasLeader: true,
+		Leader:    &catalogpb.LeaderKey{Name: "e", Lease: lease, Token: token},
+		Value:     []byte(value),
+	}
+}
+
+// TestObserveResumes: a broken Observe stream is opened again; the
+// leadership it starts with, already delivered, is not delivered twice,
+// and a stale answer is skipped.
+func TestObserveResumes(t *testing.T) {
+	f := startCoordFake(t)
+	streams := [][]*catalogpb.LeaderResponse{
+		{leaderResp(5, 0, 0, ""), leaderResp(6, 1, 10, "a")},
+		{leaderResp(6, 1, 10, "a"), leaderResp(4, 0, 0, ""), leaderResp(8, 1, 10, "b")},
+		{leaderResp(8, 1, 10, "b"), leaderResp(9, 2, 12, "c")},
+	}
+	f.set(func(f *coordFake) {
+		n := 0
+		f.observe = func(req *catalogpb.LeaderRequest, stream catalogpb.Election_ObserveServer) error {
+			f.mu.Lock()
+			i := n
+			n++
+			f.mu.Unlock()
+			if i >= len(streams) {
+				<-stream.Context().Done()
+				return nil
+			}
+			for _, resp := range streams[i] {
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+			}
+			return errUnavailable // the stream breaks
+		}
+	})
+	c := newTestClient(t, Config{Endpoints: []string{f.addr}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch := c.ObserveElection(ctx, "e")
+	want := []*catalogpb.LeaderResponse{leaderResp(5, 0, 0, ""), leaderResp(6, 1, 10, "a"), leaderResp(8, 1, 10, "b"), leaderResp(9, 2, 12, "c")}
+	for i, w := range want {
+		select {
+		case got := <-ch:
+			if !proto.Equal(got, w) {
+				t.Fatalf("observed #%d = %v, want %v", i, got, w)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("observed %d of %d leaderships", i, len(want))
+		}
+	}
+	cancel()
+	for got := range ch {
+		t.Errorf("observed %v after the last change", got)
+	}
+}
+
+// TestObserveStopsWhenRefused: a name the server refuses closes the channel.
+func TestObserveStopsWhenRefused(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.observe = func(*catalogpb.LeaderRequest, catalogpb.Election_ObserveServer) error {
+			return reasonErr(t, codes.FailedPrecondition, catalogpb.ErrorReason_LOCK_KIND_MISMATCH, `"e" is a mutex`)
+		}
+	})
+	c := newTestClient(t, Config{Endpoints: []string{f.addr}})
+	for got := range c.ObserveElection(t.Context(), "e") {
+		t.Errorf("observed %v from a refused stream", got)
+	}
+	if n := len(f.got("Observe")); n != 1 {
+		t.Errorf("Observe opened %d times, want 1", n)
+	}
+}
+
+// TestDequeueAndAck: Dequeue rides out a lost connection with one waiter
+// id; Ack settles when a retry finds the item gone while the session lives.
+func TestDequeueAndAck(t *testing.T) {
+	f := startCoordFake(t)
+	notFound := reasonErr(t, codes.NotFound, catalogpb.ErrorReason_QUEUE_ITEM_NOT_FOUND, `queue "q" has no item 1 handed to lease 42`)
+	f.set(func(f *coordFake) {
+		f.dequeue = failing([]error{errUnavailable, errUnavailable}, func(_ context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error) {
+			return &catalogpb.DequeueResponse{Header: coordHeader(), Item: &catalogpb.QueueItem{Queue: req.Queue, Id: 1, Payload: []byte("job"), Consumer: req.Lease, WaiterId: req.WaiterId}}, nil
+		})
+		f.ack = failing([]error{errUnavailable, notFound, notFound}, func(context.Context, *catalogpb.AckRequest) (*catalogpb.AckResponse, error) {
+			return &catalogpb.AckResponse{Header: coordHeader()}, nil
+		})
+	})
+	_, s := newFakeSession(t, f, Config{})
+	q := NewQueue(s, "q")
+	item, err := q.Dequeue(t.Context())
+	if err != nil {
+		t.Fatalf("Dequeue: %v", err)
+	}
+	reqs := f.got("Dequeue")
+	first := reqs[0].(*catalogpb.DequeueRequest)
+	for _, r := range reqs {
+		if r.(*catalogpb.DequeueRequest).GetWaiterId() != first.GetWaiterId() || first.GetWaiterId() == 0 {
+			t.Fatalf("Dequeue attempts = %v, want one non-zero waiter_id", reqs)
+		}
+	}
+	if len(reqs) != 3 || item.GetId() != 1 || string(item.GetPayload()) != "job" {
+		t.Fatalf("Dequeue = %v after %d attempts, want item 1 after 3", item, len(reqs))
+	}
+	if err := q.Ack(t.Context(), item.GetId()); err != nil {
+		t.Fatalf("Ack after a lost answer = %v, want success", err)
+	}
+	if err := q.Ack(t.Context(), 1); !errors.Is(err, ErrItemNotFound) {
+		t.Fatalf("Ack of an item not handed out = %v, want ErrItemNotFound", err)
+	}
+}
+
+// TestLeaveAfterALostAnswer: a Leave whose answer was lost and whose retry
+// is told the session is not a participant waits for the barrier to go,
+// as the lost attempt would have.
+func TestLeaveAfterALostAnswer(t *testing.T) {
+	f := startCoordFake(t)
+	notEntered := reasonErr(t, codes.FailedPrecondition, catalogpb.ErrorReason_BARRIER_NOT_ENTERED, "lease 42 did not enter")
+	f.set(func(f *coordFake) {
+		f.leave = failing([]error{errUnavailable, notEntered, notEntered}, func(context.Context, *catalogpb.BarrierLeaveRequest) (*catalogpb.BarrierLeaveResponse, error) {
+			return &catalogpb.BarrierLeaveResponse{Header: coordHeader()}, nil
+		})
+	})
+	_, s := newFakeSession(t, f, Config{})
+	b := NewDoubleBarrier(s, "step", 2)
+	if err := b.Enter(t.Context()); err != nil {
+		t.Fatalf("Enter: %v", err)
+	}
+	// The fake's GetBarrier says the barrier is gone.
+	if err := b.Leave(t.Context()); err != nil {
+		t.Fatalf("Leave after a lost answer = %v, want success", err)
+	}
+	if n := len(f.got("GetBarrier")); n != 1 {
+		t.Errorf("Leave read the barrier %d times, want 1", n)
+	}
+	if err := b.Leave(t.Context()); !errors.Is(err, ErrNotEntered) {
+		t.Errorf("Leave without Enter = %v, want ErrNotEntered", err)
+	}
+}
+
+// TestCoordinationErrorMapping: reasons 32..38 map to their sentinels and
+// to no other.
+func TestCoordinationErrorMapping(t *testing.T) {
+	tests := []struct {
+		reason catalogpb.ErrorReason
+		code   codes.Code
+		want   error
+	}{
+		{catalogpb.ErrorReason_LOCK_NOT_HELD, codes.FailedPrecondition, ErrNotHeld},
+		{catalogpb.ErrorReason_LOCK_KIND_MISMATCH, codes.FailedPrecondition, ErrKindMismatch},
+		{catalogpb.ErrorReason_PERMITS_EXCEEDED, codes.FailedPrecondition, ErrPermitsExceeded},
+		{catalogpb.ErrorReason_BARRIER_NOT_ENTERED, codes.FailedPrecondition, ErrNotEntered},
+		{catalogpb.ErrorReason_BARRIER_MISMATCH, codes.FailedPrecondition, ErrBarrierMismatch},
+		{catalogpb.ErrorReason_QUEUE_ITEM_NOT_FOUND, codes.NotFound, ErrItemNotFound},
+		{catalogpb.ErrorReason_WAIT_SUPERSEDED, codes.Aborted, ErrWaitSuperseded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.reason.String(), func(t *testing.T) {
+			msg := "server says " + tt.reason.String()
+			err := toError(reasonErr(t, tt.code, tt.reason, msg))
+			if !errors.Is(err, tt.want) || err.Error() != msg {
+				t.Fatalf("mapped %v to %v (%q), want %v with the server's message", tt.reason, err, err.Error(), tt.want)
+			}
+			for _, row := range errorTable {
+				if row.err != tt.want && errors.Is(err, row.err) {
+					t.Errorf("error also matches %v", row.err)
+				}
+			}
+		})
+	}
+}
+
+func TestFenceCmp(t *testing.T) {
+	tests := []struct {
+		op      string
+		v       any
+		want    catalogpb.Compare_Result
+		wantErr bool
+	}{
+		{"=", true, catalogpb.Compare_EQUAL, false},
+		{"==", true, catalogpb.Compare_EQUAL, false},
+		{"!=", true, catalogpb.Compare_NOT_EQUAL, false},
+		{"=", false, catalogpb.Compare_NOT_EQUAL, false},
+		{"!=", false, catalogpb.Compare_EQUAL, false},
+		{">", true, 0, true},
+		{"=", 7, 0, true},
+	}
+	for _, tt := range tests {
+		cmp := Compare(Fence("jobs", 12), tt.op, tt.v)
+		if tt.wantErr {
+			if !errors.Is(cmp.err, ErrInvalidArgument) {
+				t.Errorf("Compare(Fence, %q, %v) error = %v, want ErrInvalidArgument", tt.op, tt.v, cmp.err)
+			}
+			continue
+		}
+		if cmp.err != nil {
+			t.Fatalf("Compare(Fence, %q, %v): %v", tt.op, tt.v, cmp.err)
+		}
+		want := &catalogpb.Compare{Key: []byte("jobs"), Target: catalogpb.Compare_FENCE, Result: tt.want,
+			TargetUnion: &catalogpb.Compare_FenceToken{FenceToken: 12}}
+		if !proto.Equal(cmp.pb, want) {
+			t.Errorf("Compare(Fence, %q, %v) = %v, want %v", tt.op, tt.v, cmp.pb, want)
+		}
+	}
+}

@@ -211,7 +211,7 @@ func checkAcknowledged(ops []porcupine.Operation, final map[string]output) []str
 		if out.Outcome != outcomeOK {
 			continue
 		}
-		changed := in.Kind == opPut || (in.Kind == opCAS && out.Succeeded) || (in.Kind == opDelete && out.Deleted > 0)
+		changed := in.Kind == opPut || ((in.Kind == opCAS || in.Kind == opFenced) && out.Succeeded) || (in.Kind == opDelete && out.Deleted > 0)
 		if !changed {
 			continue
 		}

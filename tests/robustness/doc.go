@@ -62,10 +62,52 @@
 // saw its value, that read's return). A write refused with NO_LEADER is held
 // to not having happened. Failed reads tell nothing and are dropped.
 //
+// # Coordination workloads
+//
+// Alongside the key-value load, under the same fault, run (unless
+// -coordination=false) clients of the coordination services, each with its
+// own sdk.Session whose lease has a 2s TTL, so that faults expire leases:
+//
+//   - 3 lockers take the mutex robustness/lock (sdk.Mutex), read the grant's
+//     revision from the lock's record, write the register robustness/fenced
+//     in a Txn guarded by Compare(Fence(lock, token), "=", true), read it and
+//     unlock. 5% of the holds revoke their own lease first (a zombie), and
+//     once per run a holder stops renewing its lease and waits until it
+//     expired (a paused holder); their writes must be refused.
+//   - 3 campaigners campaign in robustness/election, proclaim 1-3 values
+//     while they lead, and end the term by Resign (75%), a revoke of their
+//     lease (20%) or letting it expire; one more client observes the
+//     election.
+//   - 2 producers enqueue unique payloads to robustness/queue; 3 consumers
+//     dequeue and acknowledge, but drop 9% of their items before the Ack
+//     (revoking their lease, or letting it expire), so items go back to the
+//     head of the queue. After the run the queue is drained: every item left
+//     is taken and acknowledged, until none is ready or in flight.
+//
+// The fenced register's operations join the key-value history (porcupine
+// checks it with the other keys: a fenced put writes when its fence held
+// and changes nothing otherwise). What the answers prove about fencing
+// tokens (granted at a revision, held at a revision: a fenced write
+// accepted, a Proclaim, an Unlock or Resign, a leadership observed;
+// released from a revision: Unlock, Resign, a revoke of the lease) is
+// checked for the mutex and for the election alike (checkHolds): a token
+// belongs to one lease and is granted once; tokens strictly increase in
+// grant order, by revision and by real time; at most one token is held at
+// any revision and, in revision order, the tokens held never decrease (so
+// no two leaders at once, and no write with a stale token accepted); no
+// token is held after its release or after the grant of a newer one. The
+// queue's operations (checkQueue) must show no item handed out that was
+// not enqueued or under another id, no item acknowledged twice, no item
+// handed to two consumers at once or acknowledged by a consumer it had been
+// taken from, and no item lost: every acknowledged enqueue's item is
+// acknowledged by a successful Ack (or one of unknown outcome). Errors the
+// faults do not explain fail the run as for the key-value load.
+//
 // On a failure the cluster's artifact dir (Cluster.ArtifactDir, logged) is
 // kept with the members' logs, porcupine's visualisation
 // linearizability-<seed>.html (when the history is not linearizable) and the
-// history history-<seed>.json, which TestRecheckHistory checks again:
+// history history-<seed>.json, which TestRecheckHistory checks again (and
+// coordination-<seed>.json, the coordination workloads' records):
 //
 //	go test ./tests/robustness -run TestRecheckHistory -history <file>
 //
@@ -81,7 +123,8 @@
 //
 //	go test ./tests/robustness -run TestRobustness -seed N
 //
-// Flags: -runs N, -fault a,b (draw only among these faults), -long. The soak
+// Flags: -runs N, -fault a,b (draw only among these faults),
+// -coordination=false (the key-value load alone), -long. The soak
 // is 100 runs with longer load and longer faults; give it time:
 //
 //	CATALOGD_ROBUSTNESS_LONG=1 go test ./tests/robustness -run TestRobustness -timeout 4h

@@ -105,7 +105,7 @@ func (h *history) operations() []porcupine.Operation {
 	ops = append(ops, h.done...)
 	for _, op := range h.unknown {
 		op.Return = end + unknownReturnGap.Nanoseconds()
-		if in := op.Input.(input); in.Kind == opPut || in.Kind == opCAS {
+		if in := op.Input.(input); in.Kind == opPut || in.Kind == opCAS || in.Kind == opFenced {
 			if at, ok := observed[in.Value]; ok && at >= op.Call {
 				op.Return = at
 			}

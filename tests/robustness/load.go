@@ -303,7 +303,7 @@ func send(ctx context.Context, cli *sdk.Client, in input) (output, uint64, error
 // reach this one; every other failure may have happened after the write was
 // committed.
 func writeFailure(err error) outcome {
-	if errors.Is(err, sdk.ErrNoLeader) || errors.Is(err, errOtherCluster) {
+	if errors.Is(err, sdk.ErrNoLeader) || errors.Is(err, errOtherCluster) || errors.Is(err, sdk.ErrWrongCluster) {
 		return outcomeNotApplied
 	}
 	return outcomeUnknown

@@ -20,6 +20,11 @@ const (
 	// ExpectAbsent, does not exist): a Txn of one compare and one put.
 	opCAS
 	opDelete
+	// opFenced puts a new value if the fencing token Token still holds the
+	// lock Lock: a Txn comparing Fence(Lock, Token), then putting. Whether
+	// the compare holds depends on the lock, not on the key, so the model
+	// allows either answer; the fencing checks (checkHolds) judge it.
+	opFenced
 )
 
 func (k opKind) String() string {
@@ -32,6 +37,8 @@ func (k opKind) String() string {
 		return "cas"
 	case opDelete:
 		return "delete"
+	case opFenced:
+		return "fenced-put"
 	}
 	return "op(" + strconv.Itoa(int(k)) + ")"
 }
@@ -50,6 +57,10 @@ type input struct {
 	Expect string
 	// ExpectAbsent makes a cas require the key not to exist instead.
 	ExpectAbsent bool
+	// Lock and Token are a fenced put's guard: the put happens only if
+	// Token is a current holder's of the lock named Lock.
+	Lock  string `json:",omitempty"`
+	Token uint64 `json:",omitempty"`
 }
 
 // An outcome says what the client learnt about an operation.
@@ -81,7 +92,8 @@ type output struct {
 	Found       bool
 	Value       string
 	ModRevision int64
-	// Succeeded is a cas's answer: whether its compare held.
+	// Succeeded is a cas's or a fenced put's answer: whether its compare
+	// held.
 	Succeeded bool
 	// Deleted is a delete's answer: how many keys it removed (0 or 1).
 	Deleted int64
@@ -177,6 +189,18 @@ func step(s keyState, in input, out output) (bool, keyState) {
 			return false, s
 		}
 		return put(s, in.Value, out.Revision)
+	case opFenced:
+		if !out.Succeeded {
+			// The fence did not hold: nothing written, the store was at
+			// out.Revision.
+			if out.Revision < s.Floor {
+				return false, s
+			}
+			next := s
+			next.Floor = out.Revision
+			return true, next
+		}
+		return put(s, in.Value, out.Revision)
 	case opDelete:
 		if out.Deleted == 0 {
 			if s.Exists || out.Revision < s.Floor {
@@ -206,7 +230,10 @@ func put(s keyState, value string, rev int64) (bool, keyState) {
 // did what it asked, at a revision nobody knows yet.
 func applyUnknown(s keyState, in input) keyState {
 	switch in.Kind {
-	case opPut:
+	case opPut, opFenced:
+		// A fenced put whose fence did not hold is linearized after
+		// everything else (its return is the end of the history), where it
+		// changes nothing anyone observes.
 		return keyState{Exists: true, Value: in.Value, ModAbove: s.Floor, Floor: s.Floor}
 	case opCAS:
 		if casHolds(s, in) {
@@ -279,6 +306,8 @@ func describeOperation(in input, out output) string {
 		call = fmt.Sprintf("cas(%s, %s -> %s)", in.Key, expect, in.Value)
 	case opDelete:
 		call = fmt.Sprintf("delete(%s)", in.Key)
+	case opFenced:
+		call = fmt.Sprintf("fenced-put(%s, %s, lock %s token %d)", in.Key, in.Value, in.Lock, in.Token)
 	default:
 		call = fmt.Sprintf("%v(%s)", in.Kind, in.Key)
 	}
@@ -295,7 +324,7 @@ func describeOperation(in input, out output) string {
 			return fmt.Sprintf("%s -> <absent> @%d%s", call, out.Revision, by)
 		}
 		return fmt.Sprintf("%s -> %s (mod %d) @%d%s", call, out.Value, out.ModRevision, out.Revision, by)
-	case opCAS:
+	case opCAS, opFenced:
 		if !out.Succeeded {
 			return fmt.Sprintf("%s -> failed @%d%s", call, out.Revision, by)
 		}

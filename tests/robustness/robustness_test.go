@@ -23,6 +23,7 @@ var (
 	flagLong    = flag.Bool("long", false, "soak: 100 runs with longer load (also CATALOGD_ROBUSTNESS_LONG=1)")
 	flagHistory = flag.String("history", "", "TestRecheckHistory: a history-<seed>.json a failed run saved, to check again")
 	flagFault   = flag.String("fault", "", "comma-separated faults to draw from (default: all); for example kill-leader,isolate-leader")
+	flagCoord   = flag.Bool("coordination", true, "run the coordination workloads (fenced lock, election, queue) alongside the key-value load")
 )
 
 // checkTimeout bounds porcupine's linearizability check of one run.
@@ -52,6 +53,7 @@ type suite struct {
 	// how long the fault lasts, and how long the load runs after it.
 	before, hold, after phaseRange
 	load                loadConfig
+	coord               coordConfig
 	faults              []fault
 	// args are the flags besides -seed that a replay must repeat.
 	args string
@@ -70,6 +72,7 @@ func suiteFromFlags(t *testing.T) suite {
 		hold:   phaseRange{2 * time.Second, 5 * time.Second},
 		after:  phaseRange{2 * time.Second, 3 * time.Second},
 		load:   defaultLoad,
+		coord:  defaultCoord,
 	}
 	if long {
 		s.args += " -long"
@@ -88,6 +91,10 @@ func suiteFromFlags(t *testing.T) suite {
 		t.Fatalf("-fault: %v", err)
 	}
 	s.faults = fs
+	if !*flagCoord {
+		s.coord = coordConfig{}
+		s.args += " -coordination=false"
+	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	s.first = rand.Int64N(1 << 31)
@@ -169,28 +176,39 @@ func runOnce(t *testing.T, s suite, seed int64, rng *rand.Rand, f fault) {
 		t.Fatalf("start load: %v", err)
 	}
 	defer l.stop()
+	co, err := startCoordination(h, c.Endpoints(), cluster, seed, s.coord)
+	if err != nil {
+		t.Fatalf("start the coordination workloads: %v", err)
+	}
+	defer co.stop()
 
-	e.note("load started: %d clients on %d keys; fault %s in %v, held %v, then %v more load",
-		s.load.Clients, s.load.Keys, f.name, before.Round(time.Millisecond), hold.Round(time.Millisecond), after.Round(time.Millisecond))
+	e.note("load started: %d clients on %d keys, coordination: %d lockers, %d campaigners, %d producers, %d consumers; fault %s in %v, held %v, then %v more load",
+		s.load.Clients, s.load.Keys, s.coord.Lockers, s.coord.Campaigners, s.coord.Producers, s.coord.Consumers,
+		f.name, before.Round(time.Millisecond), hold.Round(time.Millisecond), after.Round(time.Millisecond))
 	sleep(ctx, before)
 	if err := f.inject(ctx, e); err != nil {
 		t.Errorf("fault %s: %v", f.name, err)
 	}
 	sleep(ctx, after)
+	co.cancel() // blocking waits end now, while the key-value load stops
 	l.stop()
+	co.stop()
 	e.note("load stopped")
-	verify(t, e, l, s.load, seed)
+	verify(t, e, l, co, s.load, seed)
 }
 
 // verify brings every member still in the cluster back, waits until they
 // applied the same log, and runs the checks of the package documentation.
 // On a failure it saves the history next to the members' logs.
-func verify(t *testing.T, e *faultEnv, l *load, cfg loadConfig, seed int64) {
+func verify(t *testing.T, e *faultEnv, l *load, co *coordination, cfg loadConfig, seed int64) {
 	c, h := e.c, e.h
 	ctx, cancel := context.WithTimeout(t.Context(), recoveryWait)
 	defer cancel()
 	recoverAll(ctx, e)
 	members := e.members()
+	if err := co.drain(ctx); err != nil {
+		t.Errorf("%v", err)
+	}
 	addrs := map[int]string{}
 	for _, i := range members {
 		addrs[i] = c.ClientAddr(i)
@@ -215,8 +233,15 @@ func verify(t *testing.T, e *faultEnv, l *load, cfg loadConfig, seed int64) {
 	if unexpected := l.unexpectedErrors(); len(unexpected) > 0 {
 		t.Errorf("the load got errors no fault explains: %s", strings.Join(unexpected, "; "))
 	}
+	if unexpected := co.unexpectedErrors(); len(unexpected) > 0 {
+		t.Errorf("the coordination workloads got errors no fault explains: %s", strings.Join(unexpected, "; "))
+	}
 
-	final, err := finalReads(ctx, h, c.Endpoints(members...), l.cluster, cfg.keys())
+	keys := cfg.keys()
+	if co.cfg.Lockers > 0 {
+		keys = append(keys, registerKey)
+	}
+	final, err := finalReads(ctx, h, c.Endpoints(members...), l.cluster, keys)
 	if err != nil {
 		t.Errorf("%v", err)
 	}
@@ -236,12 +261,27 @@ func verify(t *testing.T, e *faultEnv, l *load, cfg loadConfig, seed int64) {
 	} else {
 		t.Logf("linearizable: %d operations checked in %v", len(ops), time.Since(start).Round(time.Millisecond))
 	}
+	if co.cfg.enabled() {
+		problems, summary := co.check()
+		t.Logf("coordination: %s", summary)
+		for _, p := range problems {
+			t.Errorf("%s", p)
+		}
+	}
 	if t.Failed() {
 		path := filepath.Join(c.ArtifactDir(), fmt.Sprintf("history-%d.json", seed))
 		if err := saveHistory(path, ops); err != nil {
 			t.Errorf("%v", err)
 		} else {
 			t.Logf("saved the history to %s; check it again with: go test ./tests/robustness -run TestRecheckHistory -history %s", path, path)
+		}
+		if co.cfg.enabled() {
+			path := filepath.Join(c.ArtifactDir(), fmt.Sprintf("coordination-%d.json", seed))
+			if err := co.save(path); err != nil {
+				t.Errorf("%v", err)
+			} else {
+				t.Logf("saved the coordination records (lock and election facts, queue operations) to %s", path)
+			}
 		}
 	}
 }

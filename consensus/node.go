@@ -756,7 +756,9 @@ func (n *Node) setApplied(idx uint64) {
 // entries were applied since the last one. The snapshot holds no data: the
 // state machine's database is sent alongside it when a follower needs it.
 func (n *Node) maybeSnapshot() {
-	applied := n.applied.Load()
+	// The snapshot may release WAL entries only up to what the state
+	// machine made durable, which may trail what it applied.
+	applied := min(n.applied.Load(), n.sm.AppliedIndex())
 	if applied-n.snapshotIndex <= n.cfg.SnapshotCount {
 		return
 	}

@@ -23,14 +23,16 @@ type Peer struct {
 // one goroutine, in log order.
 type StateMachine interface {
 	// AppliedIndex returns the last raft index whose effects are durable in the
-	// state machine. Entries at or below it are never passed to Apply again.
+	// state machine (it may trail the entries applied: those are replayed
+	// from the WAL after a crash). Entries at or below it are never passed
+	// to Apply again.
 	AppliedIndex() uint64
 	// ApplyBatch applies a batch of committed entries (normal entries only, in
-	// order, all above AppliedIndex) and makes them and the new applied index
-	// durable in one commit. It calls deliver once with one result per entry,
-	// in the same order, before it returns (it may do so before its commit:
-	// the entries are committed in the log); a result whose ID is non-zero
-	// wakes the proposer waiting on that ID.
+	// order, all above the entries applied before) and records the new
+	// applied index with them; they become durable together, possibly later
+	// and with later batches (see AppliedIndex). It calls deliver once with
+	// one result per entry, in the same order, before it returns; a result
+	// whose ID is non-zero wakes the proposer waiting on that ID.
 	ApplyBatch(ents []raftpb.Entry, deliver func([]Result))
 	// ApplyConfChange records an applied membership change at index; cc.Context
 	// holds the member's Peer as JSON for additions. cs is the configuration

@@ -73,12 +73,26 @@ type stateMachine struct {
 	mu sync.RWMutex
 	db *bbolt.DB
 
+	// applied is the applied index the store has durably committed;
+	// revision moves as entries are applied.
 	applied    atomic.Uint64
 	revision   atomic.Int64
 	compactRev atomic.Int64
-	// committing is closed when the apply transaction whose results were
-	// already delivered has committed; nil when none is in progress.
-	committing atomic.Pointer[chan struct{}]
+
+	// Applied batches go into one write transaction, wtx, that stays open
+	// until something needs it committed: a read (view), a snapshot, a
+	// membership change, commitInterval after its first write, or
+	// maxPendingEntries entries. Like etcd's batched backend commits, this
+	// takes the database's fsyncs off each write's path and shares them
+	// between writes; the raft WAL, already fsynced, holds every entry
+	// applied to wtx, and a crash replays those above the committed applied
+	// index. txMu guards wtx and its bookkeeping.
+	txMu           sync.Mutex
+	wtx            *bbolt.Tx
+	wtxApplied     uint64
+	wtxEntries     int
+	pending        atomic.Bool
+	commitInterval time.Duration
 
 	// observers learn of every commit and database replacement (the watch
 	// hub, the lease manager, the health checker). Set before Start.
@@ -90,10 +104,9 @@ type stateMachine struct {
 // block (hand work off) and must not write to the store.
 type applyObserver interface {
 	// Applied is called for each applied batch that produced events, with
-	// the new revision and the event batches, in revision order. It comes
-	// when the batch's results are delivered, before the batch's commit:
-	// an observer takes what it needs from the events (a read of the store
-	// from the apply goroutine would wait for that commit forever).
+	// the new revision and the event batches, in revision order, when the
+	// batch's results are delivered (the store may commit the batch later;
+	// a read commits it first).
 	Applied(rev int64, batches []*catalogpb.EventBatch)
 	// Restored is called after the database was replaced by a snapshot
 	// (revisions may have jumped; no events were delivered for the gap): the
@@ -105,7 +118,7 @@ func openStateMachine(dir string, eventHistory int64, lg *slog.Logger, m *metric
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
-	sm := &stateMachine{lg: lg, m: m, path: filepath.Join(dir, "db"), eventHistory: eventHistory}
+	sm := &stateMachine{lg: lg, m: m, path: filepath.Join(dir, "db"), eventHistory: eventHistory, commitInterval: defaultCommitInterval}
 	if err := sm.open(); err != nil {
 		return nil, err
 	}
@@ -161,6 +174,9 @@ func (sm *stateMachine) open() error {
 func (sm *stateMachine) close() error {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
+	sm.txMu.Lock()
+	sm.commitLocked()
+	sm.txMu.Unlock()
 	return sm.db.Close()
 }
 
@@ -174,33 +190,45 @@ func (sm *stateMachine) Revision() int64 { return sm.revision.Load() }
 // dropped from the history (0 while nothing was).
 func (sm *stateMachine) CompactRevision() int64 { return sm.compactRev.Load() }
 
-// Apply applies ents and returns their results once they are committed to
-// the store (tests and tools; the node uses ApplyBatch).
+// Apply applies ents, commits, and returns their results (tests and tools;
+// the node uses ApplyBatch).
 func (sm *stateMachine) Apply(ents []raftpb.Entry) []consensus.Result {
 	var out []consensus.Result
 	sm.ApplyBatch(ents, func(r []consensus.Result) { out = r })
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	sm.commit()
 	return out
 }
 
-// ApplyBatch implements consensus.StateMachine: the whole batch is one bbolt
-// transaction, which also records the applied index and revision.
-//
-// The results are delivered before the transaction's commit (its fsyncs),
-// as etcd answers from its batch buffer before the backend commits: the
-// entries are already committed in the raft log of a quorum, so the answer
-// is final, and a crash before the commit replays them from the WAL. Reads
-// that begin after the delivery wait for the commit (view), so a caller
-// that was answered reads its write on this member; linearizable reads wait
-// for the applied index, which moves after the commit.
+// maxPendingEntries bounds the entries applied to the open write
+// transaction before it is committed.
+const maxPendingEntries = 10000
+
+// defaultCommitInterval is how long applied writes may wait for a commit
+// that nothing else asked for (etcd's backend batch interval).
+const defaultCommitInterval = 100 * time.Millisecond
+
+// ApplyBatch implements consensus.StateMachine: the batch goes into the
+// open write transaction (see wtx), with the applied index and revision,
+// and its results are delivered at once. The entries are committed in the
+// raft log of a quorum, so an answer is final; a crash before the store's
+// commit replays them from the WAL. A read begun after an answer commits
+// first (view), so it sees the write.
 func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus.Result)) {
 	start := time.Now()
 	results := make([]consensus.Result, len(ents))
 	var batches []*catalogpb.EventBatch
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
-	tx, err := sm.db.Begin(true)
-	if err != nil {
-		sm.fatal("begin apply transaction", err)
+	sm.txMu.Lock()
+	tx := sm.wtx
+	if tx == nil {
+		var err error
+		if tx, err = sm.db.Begin(true); err != nil {
+			sm.fatal("begin apply transaction", err)
+		}
+		sm.wtx = tx
 	}
 	rev := sm.revision.Load()
 	events := tx.Bucket(eventsBucket)
@@ -232,8 +260,14 @@ func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus
 	putUint(meta, keyAppliedIndex, applied)
 	putUint(meta, keyRevision, uint64(rev))
 	sm.m.DBSize.Set(float64(tx.Size()))
-	committed := make(chan struct{})
-	sm.committing.Store(&committed)
+	sm.wtxApplied = applied
+	sm.wtxEntries += len(ents)
+	full := sm.wtxEntries >= maxPendingEntries
+	sm.revision.Store(rev)
+	if !sm.pending.Swap(true) {
+		time.AfterFunc(sm.commitInterval, sm.commitLater)
+	}
+	sm.txMu.Unlock()
 	deliver(results)
 	// Derived state (watchers, the leader's lease deadlines, waiting
 	// coordination calls) moves with the answers, so that nothing a caller
@@ -243,18 +277,45 @@ func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus
 			o.Applied(rev, batches)
 		}
 	}
-	commitStart := time.Now()
-	if err := tx.Commit(); err != nil {
-		sm.fatal("commit apply transaction", err)
+	if full {
+		sm.commit()
 	}
-	sm.m.BackendCommitDuration.Observe(time.Since(commitStart).Seconds())
-	sm.applied.Store(applied)
-	sm.revision.Store(rev)
-	sm.committing.Store(nil)
-	close(committed)
 	sm.m.Revision.Set(float64(rev))
 	sm.m.ProposalsApplied.Add(float64(len(ents)))
 	sm.m.ApplyDuration.Observe(time.Since(start).Seconds())
+}
+
+// commit commits the open write transaction, if any; sm.mu is held (read).
+func (sm *stateMachine) commit() {
+	if !sm.pending.Load() {
+		return
+	}
+	sm.txMu.Lock()
+	defer sm.txMu.Unlock()
+	sm.commitLocked()
+}
+
+// commitLocked commits wtx; sm.txMu is held.
+func (sm *stateMachine) commitLocked() {
+	if sm.wtx == nil {
+		return
+	}
+	commitStart := time.Now()
+	if err := sm.wtx.Commit(); err != nil {
+		sm.fatal("commit apply transaction", err)
+	}
+	sm.m.BackendCommitDuration.Observe(time.Since(commitStart).Seconds())
+	sm.wtx, sm.wtxEntries = nil, 0
+	sm.applied.Store(sm.wtxApplied)
+	sm.pending.Store(false)
+}
+
+// commitLater is the commit nothing else asked for, commitInterval after
+// the first write of a transaction.
+func (sm *stateMachine) commitLater() {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	sm.commit()
 }
 
 // applyCommand applies one command at revision rev (the revision it gets if
@@ -371,6 +432,10 @@ func (sm *stateMachine) applyMemberAttributes(tx *bbolt.Tx, a *catalogpb.MemberA
 func (sm *stateMachine) ApplyConfChange(index uint64, cc raftpb.ConfChange, cs raftpb.ConfState) error {
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
+	// One writer at a time: the open apply transaction commits first.
+	sm.txMu.Lock()
+	defer sm.txMu.Unlock()
+	sm.commitLocked()
 	err := sm.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(membersBucket)
 		switch cc.Type {
@@ -514,6 +579,9 @@ func (sm *stateMachine) RestoreDB(path string) error {
 func (sm *stateMachine) replaceDB(path string) error {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
+	sm.txMu.Lock()
+	sm.commitLocked()
+	sm.txMu.Unlock()
 	if err := sm.db.Close(); err != nil {
 		return fmt.Errorf("close database: %w", err)
 	}
@@ -526,9 +594,9 @@ func (sm *stateMachine) replaceDB(path string) error {
 // beginSnapshot begins a read transaction holding sm.mu only to begin it: a
 // database replacement waits for the transaction to end, nothing else does.
 func (sm *stateMachine) beginSnapshot() (*bbolt.Tx, error) {
-	sm.waitCommitted()
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
+	sm.commit()
 	tx, err := sm.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("begin snapshot transaction: %w", err)
@@ -536,19 +604,12 @@ func (sm *stateMachine) beginSnapshot() (*bbolt.Tx, error) {
 	return tx, nil
 }
 
-// waitCommitted waits for an apply transaction whose results were already
-// delivered to commit, so that a read begun after an answer sees it.
-func (sm *stateMachine) waitCommitted() {
-	if c := sm.committing.Load(); c != nil {
-		<-*c
-	}
-}
-
-// view runs fn in a read transaction.
+// view runs fn in a read transaction. Applied writes not yet committed are
+// committed first: a read sees every write answered before it began.
 func (sm *stateMachine) view(fn func(tx *bbolt.Tx) error) error {
-	sm.waitCommitted()
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
+	sm.commit()
 	return sm.db.View(fn)
 }
 

@@ -64,6 +64,9 @@ const (
 	MaxPayloadBytes  = 1 << 20  // queue payloads
 	MaxPermits       = 1 << 30  // semaphore limit
 	DefaultListLimit = 1000
+	// MaxRetryOf is the most waiter ids of earlier attempts one Dequeue
+	// names (DequeueRequest.retry_of).
+	MaxRetryOf = 16
 )
 
 var _ = bbolt.Tx{}

@@ -69,6 +69,10 @@ func TestBadInput(t *testing.T) {
 		{"barrier count 0", enterCmd("d", 1, 0), locks.ErrInvalidArgument, []string{"count must be 1..", "got 0"}},
 		{"barrier count mismatch", enterCmd("d", 2, 3), locks.ErrBarrierMismatch, []string{"expects 2 participants", "count 3"}},
 		{"ack id 0", ackCmd("q", 0, 1), locks.ErrInvalidArgument, []string{"ack id"}},
+		{"dequeue retry_of too long", dequeueRetryCmd("q", 1, 50, make17(), false), locks.ErrInvalidArgument,
+			[]string{"retry_of must name at most 16 waiter ids", "got 17"}},
+		{"dequeue retry_of with 0", dequeueRetryCmd("q", 1, 50, []uint64{3, 0}, false), locks.ErrInvalidArgument,
+			[]string{"retry_of[1] is 0"}},
 		{"unlock token 0", &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Release{Release: &catalogpb.UnlockRequest{Name: "m", Lease: 2}}},
 			locks.ErrInvalidArgument, []string{"token must be"}},
 		{"cancel bad target", &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Cancel{Cancel: &catalogpb.CancelWaitCommand{Target: 7, Name: "m", Lease: 1}}},
@@ -100,6 +104,15 @@ func TestBadInput(t *testing.T) {
 			s.refused(c.cmd, c.target, c.parts...)
 		})
 	}
+}
+
+// make17 returns 17 non-zero waiter ids, one more than retry_of may name.
+func make17() []uint64 {
+	out := make([]uint64, 17)
+	for i := range out {
+		out[i] = uint64(i + 1)
+	}
+	return out
 }
 
 func TestValidateForHandlers(t *testing.T) {

@@ -1,6 +1,7 @@
 package locks_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -406,6 +407,61 @@ func TestCancelLockWait(t *testing.T) {
 	evs = s.cancel(catalogpb.CancelWaitCommand_LOCK, "m", 3, 6)
 	wantEvents(t, evs, "DELETE lock m")
 	s.wantLeaseItems(3)
+}
+
+// TestStaleCancelAfterRetag: a re-acquire by the same lease with a new
+// waiter id (a retry of a call whose answer was lost) re-tags the hold or
+// the wait; the cancel the earlier attempt's member proposes, naming the
+// old id, then changes nothing: the hold stays, the wait keeps its place.
+func TestStaleCancelAfterRetag(t *testing.T) {
+	s := newStore(t)
+	s.grant(1, 2, 3)
+	held, _ := s.mustAcquire(&catalogpb.LockRequest{Name: "m", Lease: 1, WaiterId: 5})
+	s.mustAcquire(&catalogpb.LockRequest{Name: "m", Lease: 2, WaiterId: 7})
+	s.mustAcquire(&catalogpb.LockRequest{Name: "m", Lease: 3, WaiterId: 9})
+
+	retry, evs := s.mustAcquire(&catalogpb.LockRequest{Name: "m", Lease: 1, WaiterId: 6})
+	if !retry.Acquired || retry.Token != held.Token {
+		t.Fatalf("re-acquire = %v, want the hold of token %d", retry, held.Token)
+	}
+	wantEvents(t, evs, "PUT lock m")
+	wait, _ := s.mustAcquire(&catalogpb.LockRequest{Name: "m", Lease: 2, WaiterId: 8})
+	if wait.Acquired {
+		t.Fatalf("re-acquire by a waiter = %v, want still queued", wait)
+	}
+
+	before, rev := s.dump(), s.rev
+	for _, c := range []struct {
+		lease  int64
+		waiter uint64
+	}{{1, 5}, {2, 7}} {
+		if evs := s.cancel(catalogpb.CancelWaitCommand_LOCK, "m", c.lease, c.waiter); len(evs) != 0 {
+			t.Fatalf("stale cancel of lease %d waiter %d gave events %q", c.lease, c.waiter, eventSummary(evs))
+		}
+	}
+	s.unchanged(before, rev)
+	st := s.getLock("m")
+	wantOwners(t, "holders", st.Holders, fmt.Sprintf("1:%d", held.Token))
+	wantOwners(t, "waiters", st.Waiters, "2:0", "3:0")
+	if st.Holders[0].WaiterId != 6 || st.Waiters[0].WaiterId != 8 {
+		t.Errorf("waiter ids = holder %d, head waiter %d; want 6 and 8", st.Holders[0].WaiterId, st.Waiters[0].WaiterId)
+	}
+	s.view(func(tx *bbolt.Tx) error {
+		valid, _, err := locks.Fence(tx, "m", held.Token)
+		if !valid {
+			t.Errorf("token %d no longer fences after a stale cancel", held.Token)
+		}
+		return err
+	})
+	s.wantLeaseItems(1, "lock:m")
+
+	// The cancel of the current attempt still works: it releases the hold,
+	// and the waiter granted next is lease 2's retry (waiter 8).
+	evs = s.cancel(catalogpb.CancelWaitCommand_LOCK, "m", 1, 6)
+	wantEvents(t, evs, "PUT lock m")
+	if h := evs[0].Lock.Holders; len(h) != 1 || h[0].Lease != 2 || h[0].WaiterId != 8 || h[0].Token <= held.Token {
+		t.Fatalf("holders after the cancel = %v, want lease 2 (waiter 8) with a token above %d", h, held.Token)
+	}
 }
 
 func TestCancelWriterLetsReadersIn(t *testing.T) {

@@ -228,9 +228,9 @@ func (q *queueOp) removeConsumer(i int) error {
 	return lease.Detach(q.tx, c.Lease, QueueKind, q.name)
 }
 
-// handedTo returns the items of this queue handed to (leaseID, waiterID),
-// in id order.
-func (q *queueOp) handedTo(leaseID int64, waiterID uint64) ([]*catalogpb.QueueItem, error) {
+// handedTo returns the items of this queue handed to lease leaseID under
+// one of waiterIDs, in id order.
+func (q *queueOp) handedTo(leaseID int64, waiterIDs ...uint64) ([]*catalogpb.QueueItem, error) {
 	items, err := lease.Items(q.tx, leaseID)
 	if err != nil {
 		return nil, err
@@ -248,7 +248,7 @@ func (q *queueOp) handedTo(leaseID int64, waiterID uint64) ([]*catalogpb.QueueIt
 		if err != nil {
 			return nil, err
 		}
-		if it != nil && it.Consumer == leaseID && it.WaiterId == waiterID {
+		if it != nil && it.Consumer == leaseID && containsID(waiterIDs, it.WaiterId) {
 			out = append(out, it)
 		}
 	}
@@ -259,6 +259,15 @@ func (q *queueOp) handedTo(leaseID int64, waiterID uint64) ([]*catalogpb.QueueIt
 		}
 	}
 	return out, nil
+}
+
+func containsID(ids []uint64, id uint64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }
 
 func consumersEqual(a, b []*catalogpb.QueueConsumer) bool {
@@ -357,12 +366,37 @@ func applyDequeue(tx *bbolt.Tx, rev, now int64, req *catalogpb.DequeueRequest) (
 	if err != nil {
 		return nil, nil, err
 	}
-	handed, err := q.handedTo(req.Lease, req.WaiterId)
+	// A retry: an item handed to this lease for this call, under this
+	// attempt's waiter id or an earlier attempt's (retry_of), is answered
+	// again. It is re-tagged with this attempt's id, so that the cancel an
+	// earlier attempt's member may still propose (naming the earlier id)
+	// no longer matches it.
+	call := append([]uint64{req.WaiterId}, req.RetryOf...)
+	handed, err := q.handedTo(req.Lease, call...)
 	if err != nil {
 		return nil, nil, err
 	}
 	if len(handed) > 0 {
-		return &catalogpb.DequeueResponse{Item: handed[0]}, nil, nil
+		it := handed[0]
+		if it.WaiterId != req.WaiterId {
+			before := it
+			it = proto.CloneOf(before)
+			it.WaiterId = req.WaiterId
+			if err := q.writeItem(before, it); err != nil {
+				return nil, nil, err
+			}
+		}
+		// A wait an earlier attempt of the call left is over with it.
+		if i := q.consumerIndex(req.Lease); i >= 0 && containsID(call, q.rec.Consumers[i].WaiterId) {
+			if err := q.removeConsumer(i); err != nil {
+				return nil, nil, err
+			}
+		}
+		evs, err := q.finish()
+		if err != nil {
+			return nil, nil, err
+		}
+		return &catalogpb.DequeueResponse{Item: it}, evs, nil
 	}
 	i := q.consumerIndex(req.Lease)
 	if id, ok := q.firstReady(); ok {

@@ -19,6 +19,10 @@ func dequeueCmd(q string, l int64, waiter uint64, try bool) *catalogpb.LocksComm
 	return &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Dequeue{Dequeue: &catalogpb.DequeueRequest{Queue: q, Lease: l, WaiterId: waiter, Try: try}}}
 }
 
+func dequeueRetryCmd(q string, l int64, waiter uint64, retryOf []uint64, try bool) *catalogpb.LocksCommand {
+	return &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Dequeue{Dequeue: &catalogpb.DequeueRequest{Queue: q, Lease: l, WaiterId: waiter, RetryOf: retryOf, Try: try}}}
+}
+
 func ackCmd(q string, id uint64, l int64) *catalogpb.LocksCommand {
 	return &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Ack{Ack: &catalogpb.AckRequest{Queue: q, Id: id, Lease: l}}}
 }
@@ -450,4 +454,121 @@ func TestQueueItemKey(t *testing.T) {
 	if k := locks.QueueItemKey("a/b", 12); k != "a/b/12" {
 		t.Errorf("QueueItemKey = %q", k)
 	}
+}
+
+func (s *store) dequeueRetry(q string, l int64, waiter uint64, retryOf ...uint64) (*catalogpb.QueueItem, []*catalogpb.Event) {
+	s.t.Helper()
+	resp, evs, err := s.apply(dequeueRetryCmd(q, l, waiter, retryOf, false))
+	if err != nil {
+		s.t.Fatalf("dequeue %s lease %d waiter %d retry_of %v: %v", q, l, waiter, retryOf, err)
+	}
+	return resp.(*catalogpb.DequeueResponse).Item, evs
+}
+
+// TestDequeueRetryOf: a Dequeue naming earlier attempts of its call in
+// retry_of gets back the item handed to one of them, re-tagged with its own
+// waiter id (deliveries and delivery time unchanged); the cancel an earlier
+// attempt's member proposes then names an id the item no longer has and
+// changes nothing, while a cancel of the current id still puts it back.
+func TestDequeueRetryOf(t *testing.T) {
+	s := newStore(t)
+	s.grant(1, 2)
+	x, _ := s.enqueue("q", "x")
+	y, _ := s.enqueue("q", "y")
+	first, _ := s.dequeue("q", 1, 10, false)
+	if first.Id != x || first.WaiterId != 10 {
+		t.Fatalf("dequeue = %v, want item %d for waiter 10", first, x)
+	}
+
+	// The answer was lost; the retry, waiter 11, names waiter 10.
+	again, evs := s.dequeueRetry("q", 1, 11, 10)
+	if again.GetId() != x || again.WaiterId != 11 || again.Consumer != 1 || again.Deliveries != 1 || again.DeliveredUnixNano != first.DeliveredUnixNano {
+		t.Fatalf("retry = %v, want item %d re-tagged with waiter 11, delivered once at %d", again, x, first.DeliveredUnixNano)
+	}
+	wantEvents(t, evs, itemEvent("PUT", "q", x))
+	if evs[0].PrevQueueItem.GetWaiterId() != 10 || evs[0].QueueItem.GetWaiterId() != 11 || evs[0].PrevKv == nil {
+		t.Errorf("re-tag event = %v, want waiter 10 → 11 with prev", evs[0])
+	}
+	s.wantLeaseItems(1, fmt.Sprintf("queue_item:q/%d", x))
+
+	// The stale cancel of waiter 10 changes nothing.
+	before, rev := s.dump(), s.rev
+	if evs := s.cancel(catalogpb.CancelWaitCommand_QUEUE, "q", 1, 10); len(evs) != 0 {
+		t.Fatalf("stale cancel gave events %q", eventSummary(evs))
+	}
+	s.unchanged(before, rev)
+	if st := s.status("q"); !slices.Equal(ids(st.InFlight), []uint64{x}) || st.InFlight[0].WaiterId != 11 || !slices.Equal(ids(st.Ready), []uint64{y}) {
+		t.Fatalf("status after a stale cancel = %v, want %d in flight for waiter 11, %d ready", st, x, y)
+	}
+
+	// The same attempt again (waiter 11 itself) changes nothing.
+	before, rev = s.dump(), s.rev
+	if it, evs := s.dequeueRetry("q", 1, 11, 10); it.GetId() != x || len(evs) != 0 {
+		t.Fatalf("repeated retry = %v, %q", it, eventSummary(evs))
+	}
+	s.unchanged(before, rev)
+
+	// Another call of the lease, naming none of those ids, gets the next
+	// item, not the one handed to the first call.
+	if it, _ := s.dequeueRetry("q", 1, 12); it.GetId() != y {
+		t.Fatalf("another call = %v, want item %d", it, y)
+	}
+	// The first call's third attempt names both earlier ones: item x.
+	if it, _ := s.dequeueRetry("q", 1, 13, 10, 11); it.GetId() != x || it.WaiterId != 13 {
+		t.Fatalf("third attempt = %v, want item %d re-tagged with waiter 13", it, x)
+	}
+	// A cancel of the current attempt still puts the item back.
+	evs = s.cancel(catalogpb.CancelWaitCommand_QUEUE, "q", 1, 13)
+	wantEvents(t, evs, itemEvent("PUT", "q", x))
+	if it := evs[0].QueueItem; it.Consumer != 0 || it.WaiterId != 0 {
+		t.Errorf("cancelled item = %v, want it ready", it)
+	}
+	s.wantLeaseItems(1, fmt.Sprintf("queue_item:q/%d", y))
+	// retry_of does not reach items handed to other leases.
+	if it, _ := s.dequeueRetry("q", 2, 20, 12); it.GetId() != x || it.Consumer != 2 || it.Deliveries != 2 {
+		t.Fatalf("lease 2's dequeue = %v, want item %d, its second delivery", it, x)
+	}
+}
+
+// TestDequeueRetryOfWaitingConsumer: a waiting consumer re-tagged by a
+// retry is not removed by the earlier attempt's cancel, and the item then
+// enqueued goes to the retry's waiter id. An item found for a call ends the
+// wait an earlier attempt of it left.
+func TestDequeueRetryOfWaitingConsumer(t *testing.T) {
+	s := newStore(t)
+	s.grant(1)
+	if it, _ := s.dequeue("q", 1, 20, false); it != nil {
+		t.Fatalf("dequeue on an empty queue = %v", it)
+	}
+	_, evs := s.dequeueRetry("q", 1, 21, 20)
+	wantEvents(t, evs, "PUT queue q")
+	if c := evs[0].QueueConsumers; len(c) != 1 || c[0].WaiterId != 21 {
+		t.Fatalf("consumers after the retry = %v, want lease 1 with waiter 21", c)
+	}
+	before, rev := s.dump(), s.rev
+	if evs := s.cancel(catalogpb.CancelWaitCommand_QUEUE, "q", 1, 20); len(evs) != 0 {
+		t.Fatalf("stale cancel gave events %q", eventSummary(evs))
+	}
+	s.unchanged(before, rev)
+	x, evs := s.enqueue("q", "x")
+	if it := evs[0].QueueItem; it.Id != x || it.Consumer != 1 || it.WaiterId != 21 {
+		t.Fatalf("enqueued item = %v, want it handed to lease 1, waiter 21", it)
+	}
+
+	// A wait left by an attempt of the call (waiter 31), while an item is
+	// handed to another attempt of it (waiter 30): the next attempt gets
+	// the item, and the wait goes.
+	s.must(ackCmd("q", x, 1))
+	s.dequeue("r", 1, 30, false)
+	z, _ := s.enqueue("r", "z")
+	s.dequeue("r", 1, 31, false)
+	if st := s.status("r"); len(st.Consumers) != 1 || st.Consumers[0].WaiterId != 31 {
+		t.Fatalf("status = %v, want lease 1 waiting with waiter 31", st)
+	}
+	it, evs := s.dequeueRetry("r", 1, 32, 30, 31)
+	if it.GetId() != z || it.WaiterId != 32 {
+		t.Fatalf("retry = %v, want item %d re-tagged with waiter 32", it, z)
+	}
+	wantEvents(t, evs, itemEvent("PUT", "r", z), "DELETE queue r")
+	s.wantLeaseItems(1, fmt.Sprintf("queue_item:r/%d", z))
 }

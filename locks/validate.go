@@ -308,7 +308,20 @@ func ValidateDequeueRequest(r *catalogpb.DequeueRequest) error {
 	if err := ValidateName("queue", r.Queue); err != nil {
 		return err
 	}
-	return validateLease("dequeue", r.Lease)
+	if err := validateLease("dequeue", r.Lease); err != nil {
+		return err
+	}
+	if len(r.RetryOf) > MaxRetryOf {
+		return fmt.Errorf("%w: dequeue retry_of must name at most %d waiter ids of earlier attempts, got %d",
+			ErrInvalidArgument, MaxRetryOf, len(r.RetryOf))
+	}
+	for i, id := range r.RetryOf {
+		if id == 0 {
+			return fmt.Errorf("%w: dequeue retry_of[%d] is 0; it names the non-zero waiter ids of earlier attempts of the call",
+				ErrInvalidArgument, i)
+		}
+	}
+	return nil
 }
 
 // ValidateAckRequest checks an Ack call.

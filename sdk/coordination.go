@@ -54,9 +54,7 @@ func (c *Client) queueClient() catalogpb.QueueClient {
 	return catalogpb.NewQueueClient(c.conn)
 }
 
-// newWaiterID returns a random non-zero id naming one logical blocking call:
-// every attempt of that call carries it, so that a retry continues the wait
-// the server keeps for (lease, waiter id) instead of queueing again.
+// newWaiterID returns a random non-zero waiter id.
 func newWaiterID() uint64 {
 	for {
 		if id := rand.Uint64(); id != 0 {
@@ -65,13 +63,54 @@ func newWaiterID() uint64 {
 	}
 }
 
+// maxRetryOf is the most waiter ids of earlier attempts a Dequeue names
+// (DequeueRequest.retry_of; the server refuses more).
+const maxRetryOf = 16
+
+// waitAttempts names the attempts of one blocking call (Lock, Campaign,
+// Dequeue, and the cleanup of an abandoned one): each attempt carries its
+// own random waiter id. A retry still continues the call's place: the
+// server keys holders, waiters and handed-out items by lease, so a retry by
+// the same lease finds them and re-tags them with its id (a Dequeue names
+// the earlier ids in retry_of to get back an item handed to one of them).
+// The cancel a member proposes when an earlier attempt's connection broke
+// names that attempt's id, so once a retry re-tagged the place it changes
+// nothing: it cannot release a hold or take back an item the retry was
+// answered. One attempt at a time uses it.
+type waitAttempts struct {
+	// ids of the attempts so far, the most recent maxRetryOf, oldest first.
+	ids []uint64
+}
+
+// next returns the waiter id of a new attempt and the ids of the earlier
+// ones (the most recent maxRetryOf).
+func (a *waitAttempts) next() (id uint64, earlier []uint64) {
+	earlier = append([]uint64(nil), a.ids...)
+	for id = newWaiterID(); containsID(earlier, id); id = newWaiterID() {
+	}
+	a.ids = append(a.ids, id)
+	if len(a.ids) > maxRetryOf {
+		a.ids = append(a.ids[:0:0], a.ids[len(a.ids)-maxRetryOf:]...)
+	}
+	return id, earlier
+}
+
+func containsID(ids []uint64, id uint64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
 // sameWaitRetryable reports whether a blocking call that failed with err
-// may be sent again with the same waiter id: the failure says nothing about
-// the wait itself (no server answered, the cluster had no leader, the
-// proposal timed out on the server), and the same request continues the
-// wait the server may keep for it. A plain DeadlineExceeded is not among
-// them: without Config.RequestTimeout (which blocking calls ignore) it is
-// the caller's deadline.
+// may be sent again: the failure says nothing about the wait itself (no
+// server answered, the cluster had no leader, the proposal timed out on
+// the server), and a retry of the same lease continues the wait the server
+// may keep for it. A plain DeadlineExceeded is not among them: without
+// Config.RequestTimeout (which blocking calls ignore) it is the caller's
+// deadline.
 func sameWaitRetryable(err error) bool {
 	if errors.Is(err, ErrTimeout) {
 		return true
@@ -102,9 +141,12 @@ type waitOutcome struct {
 // waitCall runs a call that may wait on the server until it answers, ctx
 // ends or, with a session, the session ends. Config.RequestTimeout does not
 // bound it: a wait lasts as long as the caller's ctx allows. After a failure
-// that says nothing about the wait (sameWaitRetryable) it sends the same
-// request again, which continues the wait. When ctx ends it returns
-// ctx.Err(); when the session ends first, the session's Err.
+// that says nothing about the wait (sameWaitRetryable) it calls again (a
+// new attempt, with its own waiter id: see waitAttempts), which continues
+// the wait. So it does after ErrWaitSuperseded once an attempt was retried:
+// an earlier attempt of the same call, applied late, took the wait over,
+// and the next attempt takes it back. When ctx ends it returns ctx.Err();
+// when the session ends first, the session's Err.
 //
 // Cancelling an attempt in flight makes the server remove its wait. A wait
 // left by an attempt whose answer was lost is reported as abandoned.
@@ -137,6 +179,10 @@ func waitCall[T any](ctx context.Context, c *Client, s *Session, call func(conte
 		limit = max(c.maxRetries, waitMinRetries)
 	}
 	failures := 0
+	// late counts the failed attempts that may still be applied after a
+	// later one (their answer was lost, not their proposal): each may take
+	// the wait over once, and be taken back by one more attempt.
+	late := 0
 	for {
 		start := time.Now()
 		resp, err := call(callCtx)
@@ -160,7 +206,15 @@ func waitCall[T any](ctx context.Context, c *Client, s *Session, call func(conte
 			out.abandoned = out.retried
 			return zero, out, ended()
 		}
-		if !sameWaitRetryable(err) {
+		switch {
+		case sameWaitRetryable(err):
+			late++
+		case late > 0 && errors.Is(err, ErrWaitSuperseded):
+			// Taken over, maybe, by an earlier attempt of this call whose
+			// proposal was applied after this one's: the place is still
+			// this call's, and the next attempt takes it back.
+			late--
+		default:
 			out.abandoned = !definite(err)
 			return zero, out, err
 		}
@@ -186,11 +240,13 @@ func waitCall[T any](ctx context.Context, c *Client, s *Session, call func(conte
 // invokeSettle runs a write that a retry cannot apply twice (Unlock,
 // Resign, Proclaim, Ack, barrier Set and Release): it is retried like a read
 // (on Unavailable, a server timeout, an attempt cut by
-// Config.RequestTimeout). Once an attempt may have been applied, a retry
-// answered with an error settled accepts (ErrNotHeld for a release,
-// ErrItemNotFound for an Ack) means that attempt took effect, and the call
-// succeeds. settled may be nil.
-func invokeSettle[T any](ctx context.Context, c *Client, settled func(error) bool, call func(context.Context) (T, error)) (T, error) {
+// Config.RequestTimeout). Once an attempt may have been applied, the error
+// of a later attempt goes through afterLost (when not nil), which returns
+// what the call reports: nil when that error shows the outcome the call
+// wanted either way (ErrNotHeld for a release: the lock is not held), or
+// the error, annotated when it may be the lost attempt's doing (see
+// lostAck).
+func invokeSettle[T any](ctx context.Context, c *Client, afterLost func(error) error, call func(context.Context) (T, error)) (T, error) {
 	var zero T
 	mayHaveApplied := false
 	for try := 0; ; try++ {
@@ -199,8 +255,10 @@ func invokeSettle[T any](ctx context.Context, c *Client, settled func(error) boo
 			return resp, nil
 		}
 		err = toError(err)
-		if mayHaveApplied && settled != nil && settled(err) {
-			return zero, nil
+		if mayHaveApplied && afterLost != nil {
+			if err = afterLost(err); err == nil {
+				return zero, nil
+			}
 		}
 		if try >= c.maxRetries || ctx.Err() != nil || !(sameWaitRetryable(err) || attemptTimedOut) {
 			return zero, err
@@ -219,13 +277,15 @@ func invokeSettle[T any](ctx context.Context, c *Client, settled func(error) boo
 }
 
 // cleanupWait removes a wait that a blocking call abandoned (see
-// waitOutcome): rejoin sends the call again with the same waiter id under a
+// waitOutcome): rejoin sends the call again, as a new attempt of it (its
+// own waiter id, and for a Dequeue the earlier ones in retry_of), under a
 // context that ends after cleanupHold. The server then either answers at
 // once (the wait was granted meanwhile: rejoin gives the grant back) or
-// keeps the wait until that context ends and removes it, as for any
-// cancelled call. It runs in the background until done, bounded by the
-// session; the returned channel closes when it is over. A helper waits for
-// it before its next call, which would otherwise race with it.
+// keeps the wait, re-tagged with the new attempt's id, until that context
+// ends and removes it, as for any cancelled call. It runs in the background
+// until done, bounded by the session; the returned channel closes when it
+// is over. A helper waits for it before its next call, which would
+// otherwise race with it.
 func (s *Session) cleanupWait(rejoin func(ctx context.Context) error) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
@@ -246,8 +306,27 @@ func (s *Session) cleanupWait(rejoin func(ctx context.Context) error) <-chan str
 	return done
 }
 
-// isNotHeld settles a release whose earlier attempt may have released.
-func isNotHeld(err error) bool { return errors.Is(err, ErrNotHeld) }
+// settleNotHeld settles a release whose earlier attempt may have released:
+// ErrNotHeld then means the lock is not held, by that attempt's doing or
+// because it moved on, which is what the release was for.
+func settleNotHeld(err error) error {
+	if errors.Is(err, ErrNotHeld) {
+		return nil
+	}
+	return err
+}
+
+// lostAck annotates the error of an Ack retried after an attempt whose
+// answer was lost: ErrItemNotFound then does not tell whether that attempt
+// removed the item, or whether the lease expired meanwhile and the item went
+// back to the queue (and on to another consumer, who may have acked it).
+func lostAck(err error) error {
+	if errors.Is(err, ErrItemNotFound) {
+		return fmt.Errorf("%w (an earlier attempt's answer was lost: that Ack may or may not have been applied; "+
+			"the item may be gone by it, or have gone back to the queue with an ended lease)", err)
+	}
+	return err
+}
 
 // awaitCleanup waits until the cleanup c (nil: none) is over, or ctx ends.
 func awaitCleanup(ctx context.Context, c <-chan struct{}) error {
@@ -349,12 +428,14 @@ func (c *Client) Enqueue(ctx context.Context, queue string, payload []byte) (*ca
 }
 
 // Ack removes item id of queue, which must be handed to lease (else
-// ErrItemNotFound). It is retried like a read: an Ack applied by an attempt
-// whose answer was lost makes the retry fail with ErrItemNotFound. Queue.Ack,
-// which knows whether its session lives, tells the two apart.
+// ErrItemNotFound). It is retried like a read. When an attempt's answer was
+// lost and a retry finds the item not handed to lease, the error wraps
+// ErrItemNotFound and says so: the lost attempt may have removed the item,
+// or may not have been applied (the lease ended and the item went back to
+// the queue); the caller cannot tell which.
 func (c *Client) Ack(ctx context.Context, queue string, id uint64, lease int64) (*catalogpb.AckResponse, error) {
 	req := &catalogpb.AckRequest{Queue: queue, Id: id, Lease: lease}
-	return invokeSettle(ctx, c, nil, func(ctx context.Context) (*catalogpb.AckResponse, error) {
+	return invokeSettle(ctx, c, lostAck, func(ctx context.Context) (*catalogpb.AckResponse, error) {
 		return c.queueClient().Ack(ctx, req)
 	})
 }

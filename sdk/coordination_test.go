@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,11 +28,26 @@ func granted(token uint64) func(context.Context, *catalogpb.LockRequest) (*catal
 	}
 }
 
-// TestLockRetriesKeepTheWaiterID: a Lock whose attempts fail without an
+// distinctWaiterIDs fails the test unless ids are non-zero and all
+// different: each attempt of a blocking call has its own waiter id.
+func distinctWaiterIDs(t *testing.T, what string, ids []uint64) {
+	t.Helper()
+	seen := map[uint64]bool{}
+	for i, id := range ids {
+		if id == 0 || seen[id] {
+			t.Fatalf("%s attempt %d has waiter_id %d (all: %v), want a fresh non-zero id per attempt", what, i, id, ids)
+		}
+		seen[id] = true
+	}
+}
+
+// TestLockRetriesUseFreshWaiterIDs: a Lock whose attempts fail without an
 // answer about the wait (no server, no leader, a server timeout) is sent
-// again with the same waiter id, so the server's place in line is kept;
-// the next logical call gets a new id.
-func TestLockRetriesKeepTheWaiterID(t *testing.T) {
+// again by the same lease, which keeps the server's place in line, each
+// attempt with its own waiter id: the cancel an earlier attempt's member
+// proposes names that attempt's id and cannot release what a later one
+// was granted.
+func TestLockRetriesUseFreshWaiterIDs(t *testing.T) {
 	f := startCoordFake(t)
 	f.set(func(f *coordFake) {
 		f.lock = failing([]error{
@@ -53,16 +69,15 @@ func TestLockRetriesKeepTheWaiterID(t *testing.T) {
 	if len(reqs) != 5 {
 		t.Fatalf("server got %d Lock attempts, want 5", len(reqs))
 	}
-	id := reqs[0].GetWaiterId()
-	if id == 0 {
-		t.Fatalf("Lock sent waiter_id 0, want a random non-zero id")
-	}
+	var ids []uint64
 	for i, r := range reqs {
-		if r.GetWaiterId() != id || r.GetLease() != s.Lease() || r.GetName() != "jobs" ||
+		ids = append(ids, r.GetWaiterId())
+		if r.GetLease() != s.Lease() || r.GetName() != "jobs" ||
 			r.GetKind() != catalogpb.LockKind_LOCK_KIND_MUTEX || r.GetTry() {
-			t.Errorf("attempt %d = %v, want mutex \"jobs\" on lease %d with waiter_id %d", i, r, s.Lease(), id)
+			t.Errorf("attempt %d = %v, want mutex \"jobs\" on lease %d", i, r, s.Lease())
 		}
 	}
+	distinctWaiterIDs(t, "Lock", ids)
 
 	if err := m.Unlock(t.Context()); err != nil {
 		t.Fatalf("Unlock: %v", err)
@@ -74,8 +89,40 @@ func TestLockRetriesKeepTheWaiterID(t *testing.T) {
 		t.Fatalf("second Lock: %v", err)
 	}
 	reqs = lockRequests(f)
-	if next := reqs[len(reqs)-1].GetWaiterId(); next == id || next == 0 {
-		t.Errorf("second Lock's waiter_id = %d, want a new non-zero id (first was %d)", next, id)
+	ids = append(ids, reqs[len(reqs)-1].GetWaiterId())
+	distinctWaiterIDs(t, "Lock", ids)
+}
+
+// TestLockRetriesAfterALateAttempt: once a Lock was retried, an answer of
+// WAIT_SUPERSEDED may come from an earlier attempt of the same call whose
+// proposal was applied after the retry's (its answer was lost, not its
+// proposal): the call sends one more attempt, which takes the wait back.
+// It does so at most once per earlier attempt that failed that way.
+func TestLockRetriesAfterALateAttempt(t *testing.T) {
+	superseded := reasonErr(t, codes.Aborted, catalogpb.ErrorReason_WAIT_SUPERSEDED, "another call of the lease took over the wait")
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) { f.lock = failing([]error{errUnavailable, superseded}, granted(5)) })
+	_, s := newFakeSession(t, f, Config{})
+	m := NewMutex(s, "jobs")
+	if err := m.Lock(t.Context()); err != nil {
+		t.Fatalf("Lock superseded after a retry = %v, want it taken back and granted", err)
+	}
+	reqs := lockRequests(f)
+	if len(reqs) != 3 || m.Token() != 5 {
+		t.Fatalf("%d attempts, token %d; want 3 attempts and token 5", len(reqs), m.Token())
+	}
+	distinctWaiterIDs(t, "Lock", []uint64{reqs[0].GetWaiterId(), reqs[1].GetWaiterId(), reqs[2].GetWaiterId()})
+	if err := m.Unlock(t.Context()); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+
+	// One attempt whose answer was lost explains one takeover, not two.
+	f.set(func(f *coordFake) { f.lock = failing([]error{errUnavailable, superseded, superseded}, granted(6)) })
+	if err := m.Lock(t.Context()); !errors.Is(err, ErrWaitSuperseded) {
+		t.Fatalf("Lock superseded twice after one lost answer = %v, want ErrWaitSuperseded", err)
+	}
+	if n := len(lockRequests(f)) - len(reqs); n != 3 {
+		t.Errorf("server got %d more attempts, want 3", n)
 	}
 }
 
@@ -182,8 +229,8 @@ func TestLockEndedByTheServerOnTheDeadline(t *testing.T) {
 
 // TestAbandonedWaitIsRemoved: when the caller gives up while an earlier
 // attempt's answer was lost, the server may still hold the wait: the SDK
-// rejoins it with the same waiter id and, finding it granted meanwhile,
-// releases that grant.
+// rejoins it (a new attempt, with its own waiter id, which takes the wait
+// over) and, finding it granted meanwhile, releases that grant.
 func TestAbandonedWaitIsRemoved(t *testing.T) {
 	saved := cleanupHold
 	cleanupHold = 200 * time.Millisecond
@@ -206,8 +253,12 @@ func TestAbandonedWaitIsRemoved(t *testing.T) {
 	}
 	waitCallOf(t, calls, "Unlock")
 	reqs := lockRequests(f)
-	if len(reqs) != 2 || reqs[1].GetWaiterId() != reqs[0].GetWaiterId() {
-		t.Fatalf("Lock requests = %v, want the abandoned call rejoined once with its waiter_id", reqs)
+	if len(reqs) != 2 {
+		t.Fatalf("Lock requests = %v, want the abandoned call rejoined once", reqs)
+	}
+	distinctWaiterIDs(t, "Lock", []uint64{reqs[0].GetWaiterId(), reqs[1].GetWaiterId()})
+	if reqs[1].GetLease() != s.Lease() || reqs[1].GetName() != "jobs" {
+		t.Errorf("rejoin = %v, want \"jobs\" on lease %d", reqs[1], s.Lease())
 	}
 	unlock := f.got("Unlock")[0].(*catalogpb.UnlockRequest)
 	if unlock.GetToken() != 23 || unlock.GetName() != "jobs" || unlock.GetLease() != s.Lease() {
@@ -378,9 +429,9 @@ func TestSessionOptions(t *testing.T) {
 	}
 }
 
-// TestCampaignAndResign: Campaign rides out a lost connection with one
-// waiter id; Resign sends the leader key and a retry that finds the
-// leadership gone succeeded.
+// TestCampaignAndResign: Campaign rides out a lost connection, each attempt
+// with its own waiter id; Resign sends the leader key and a retry that
+// finds the leadership gone succeeded (it is not held either way).
 func TestCampaignAndResign(t *testing.T) {
 	f := startCoordFake(t)
 	notHeld := reasonErr(t, codes.FailedPrecondition, catalogpb.ErrorReason_LOCK_NOT_HELD, "not held")
@@ -398,10 +449,10 @@ func TestCampaignAndResign(t *testing.T) {
 		t.Fatalf("Campaign: %v", err)
 	}
 	reqs := f.got("Campaign")
-	if len(reqs) != 2 || reqs[0].(*catalogpb.CampaignRequest).GetWaiterId() == 0 ||
-		reqs[0].(*catalogpb.CampaignRequest).GetWaiterId() != reqs[1].(*catalogpb.CampaignRequest).GetWaiterId() {
-		t.Fatalf("Campaign attempts = %v, want 2 with the same non-zero waiter_id", reqs)
+	if len(reqs) != 2 {
+		t.Fatalf("Campaign attempts = %v, want 2", reqs)
 	}
+	distinctWaiterIDs(t, "Campaign", []uint64{reqs[0].(*catalogpb.CampaignRequest).GetWaiterId(), reqs[1].(*catalogpb.CampaignRequest).GetWaiterId()})
 	if e.Token() != 31 || string(e.Value()) != "me" || e.Key().GetRevision() != 9 {
 		t.Errorf("after Campaign: token %d value %q key %v, want 31, \"me\", revision 9", e.Token(), e.Value(), e.Key())
 	}
@@ -505,17 +556,55 @@ func TestObserveStopsWhenRefused(t *testing.T) {
 	}
 }
 
-// TestDequeueAndAck: Dequeue rides out a lost connection with one waiter
-// id; Ack settles when a retry finds the item gone while the session lives.
-func TestDequeueAndAck(t *testing.T) {
+// dequeueRequests returns the Dequeue requests f received, in order.
+func dequeueRequests(f *coordFake) []*catalogpb.DequeueRequest {
+	var out []*catalogpb.DequeueRequest
+	for _, m := range f.got("Dequeue") {
+		out = append(out, m.(*catalogpb.DequeueRequest))
+	}
+	return out
+}
+
+// checkRetryOf fails the test unless each Dequeue attempt has a fresh
+// waiter id and names in retry_of the ids of the attempts before it (the
+// most recent 16) since attempt from.
+func checkRetryOf(t *testing.T, reqs []*catalogpb.DequeueRequest, from int) {
+	t.Helper()
+	var ids []uint64
+	for _, r := range reqs {
+		ids = append(ids, r.GetWaiterId())
+	}
+	distinctWaiterIDs(t, "Dequeue", ids)
+	for i := from; i < len(reqs); i++ {
+		want := ids[from:i]
+		if len(want) > maxRetryOf {
+			want = want[len(want)-maxRetryOf:]
+		}
+		got := reqs[i].GetRetryOf()
+		if len(got) != len(want) {
+			t.Fatalf("attempt %d retry_of = %v, want %v", i, got, want)
+		}
+		for j := range want {
+			if got[j] != want[j] {
+				t.Fatalf("attempt %d retry_of = %v, want %v", i, got, want)
+			}
+		}
+	}
+}
+
+// TestDequeueRetries: Dequeue rides out a lost connection, each attempt
+// with its own waiter id and naming the earlier attempts' ids in retry_of
+// (the most recent 16), so that an item handed to one of them is answered
+// again; the next call starts afresh.
+func TestDequeueRetries(t *testing.T) {
 	f := startCoordFake(t)
-	notFound := reasonErr(t, codes.NotFound, catalogpb.ErrorReason_QUEUE_ITEM_NOT_FOUND, `queue "q" has no item 1 handed to lease 42`)
+	lost := make([]error, 20)
+	for i := range lost {
+		lost[i] = errUnavailable
+	}
 	f.set(func(f *coordFake) {
-		f.dequeue = failing([]error{errUnavailable, errUnavailable}, func(_ context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error) {
+		f.dequeue = failing(lost, func(_ context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error) {
 			return &catalogpb.DequeueResponse{Header: coordHeader(), Item: &catalogpb.QueueItem{Queue: req.Queue, Id: 1, Payload: []byte("job"), Consumer: req.Lease, WaiterId: req.WaiterId}}, nil
-		})
-		f.ack = failing([]error{errUnavailable, notFound, notFound}, func(context.Context, *catalogpb.AckRequest) (*catalogpb.AckResponse, error) {
-			return &catalogpb.AckResponse{Header: coordHeader()}, nil
 		})
 	})
 	_, s := newFakeSession(t, f, Config{})
@@ -524,21 +613,117 @@ func TestDequeueAndAck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Dequeue: %v", err)
 	}
-	reqs := f.got("Dequeue")
-	first := reqs[0].(*catalogpb.DequeueRequest)
-	for _, r := range reqs {
-		if r.(*catalogpb.DequeueRequest).GetWaiterId() != first.GetWaiterId() || first.GetWaiterId() == 0 {
-			t.Fatalf("Dequeue attempts = %v, want one non-zero waiter_id", reqs)
+	reqs := dequeueRequests(f)
+	if len(reqs) != 21 || item.GetId() != 1 || string(item.GetPayload()) != "job" {
+		t.Fatalf("Dequeue = %v after %d attempts, want item 1 after 21", item, len(reqs))
+	}
+	for i, r := range reqs {
+		if r.GetQueue() != "q" || r.GetLease() != s.Lease() || r.GetTry() {
+			t.Errorf("attempt %d = %v, want a waiting Dequeue of \"q\" by lease %d", i, r, s.Lease())
 		}
 	}
-	if len(reqs) != 3 || item.GetId() != 1 || string(item.GetPayload()) != "job" {
-		t.Fatalf("Dequeue = %v after %d attempts, want item 1 after 3", item, len(reqs))
+	checkRetryOf(t, reqs, 0)
+
+	// A new call: a fresh id, no retry_of.
+	if _, err := q.TryDequeue(t.Context()); err != nil {
+		t.Fatalf("TryDequeue: %v", err)
 	}
-	if err := q.Ack(t.Context(), item.GetId()); err != nil {
-		t.Fatalf("Ack after a lost answer = %v, want success", err)
+	reqs = dequeueRequests(f)
+	last := reqs[len(reqs)-1]
+	if !last.GetTry() || len(last.GetRetryOf()) != 0 {
+		t.Errorf("next call = %v, want a try without retry_of", last)
 	}
-	if err := q.Ack(t.Context(), 1); !errors.Is(err, ErrItemNotFound) {
-		t.Fatalf("Ack of an item not handed out = %v, want ErrItemNotFound", err)
+	checkRetryOf(t, reqs[len(reqs)-1:], 0)
+	distinctWaiterIDs(t, "Dequeue", []uint64{reqs[0].GetWaiterId(), last.GetWaiterId()})
+}
+
+// TestAbandonedDequeueIsRemoved: a Dequeue given up after an attempt's
+// answer was lost is rejoined as one more attempt of the call, which names
+// the abandoned attempts in retry_of; an item it is answered (handed to
+// one of them) is returned by the next Dequeue.
+func TestAbandonedDequeueIsRemoved(t *testing.T) {
+	saved := cleanupHold
+	cleanupHold = 200 * time.Millisecond
+	t.Cleanup(func() { cleanupHold = saved })
+
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.dequeue = failing([]error{errUnavailable}, func(_ context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error) {
+			return &catalogpb.DequeueResponse{Header: coordHeader(), Item: &catalogpb.QueueItem{Queue: req.Queue, Id: 7, Consumer: req.Lease, WaiterId: req.WaiterId}}, nil
+		})
+	})
+	c, s := newFakeSession(t, f, Config{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// The caller gives up while the client waits to retry.
+	c.sleep = func(context.Context, time.Duration) error {
+		cancel()
+		return context.Canceled
+	}
+	q := NewQueue(s, "q")
+	if _, err := q.Dequeue(ctx); err != context.Canceled {
+		t.Fatalf("Dequeue = %v, want context.Canceled", err)
+	}
+	item, err := q.Dequeue(t.Context())
+	if err != nil {
+		t.Fatalf("Dequeue after the cleanup: %v", err)
+	}
+	if item.GetId() != 7 {
+		t.Fatalf("Dequeue after the cleanup = %v, want item 7 the rejoin was handed", item)
+	}
+	reqs := dequeueRequests(f)
+	if len(reqs) != 2 {
+		t.Fatalf("Dequeue requests = %v, want the abandoned attempt and its rejoin (the item then came from the rejoin)", reqs)
+	}
+	checkRetryOf(t, reqs, 0)
+}
+
+// TestAckAfterALostAnswer: an Ack whose first answer was lost and whose
+// retry finds the item not handed to the session fails with an error that
+// wraps ErrItemNotFound and says the lost attempt may or may not have been
+// applied (the lease may have ended meanwhile and the item gone to another
+// consumer); a first answer of ErrItemNotFound is a plain ErrItemNotFound.
+func TestAckAfterALostAnswer(t *testing.T) {
+	f := startCoordFake(t)
+	notFound := reasonErr(t, codes.NotFound, catalogpb.ErrorReason_QUEUE_ITEM_NOT_FOUND, `queue "q" has no item 1 handed to lease 42`)
+	f.set(func(f *coordFake) {
+		f.ack = failing([]error{errUnavailable, notFound, notFound}, func(context.Context, *catalogpb.AckRequest) (*catalogpb.AckResponse, error) {
+			return &catalogpb.AckResponse{Header: coordHeader()}, nil
+		})
+	})
+	c, s := newFakeSession(t, f, Config{})
+	q := NewQueue(s, "q")
+	err := q.Ack(t.Context(), 1)
+	if !errors.Is(err, ErrItemNotFound) {
+		t.Fatalf("Ack after a lost answer = %v, want an error wrapping ErrItemNotFound", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "answer was lost") || !strings.Contains(msg, "may or may not have been applied") {
+		t.Errorf("Ack after a lost answer says %q, want it to say the first answer was lost and the Ack may or may not have been applied", msg)
+	}
+	if n := len(f.got("Ack")); n != 2 {
+		t.Errorf("server got %d Ack attempts, want 2", n)
+	}
+	err = q.Ack(t.Context(), 1)
+	if !errors.Is(err, ErrItemNotFound) || strings.Contains(err.Error(), "answer was lost") {
+		t.Fatalf("Ack answered QUEUE_ITEM_NOT_FOUND at once = %v, want a plain ErrItemNotFound", err)
+	}
+	if err := q.Ack(t.Context(), 1); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	for i, m := range f.got("Ack") {
+		if r := m.(*catalogpb.AckRequest); r.GetQueue() != "q" || r.GetId() != 1 || r.GetLease() != s.Lease() {
+			t.Errorf("Ack attempt %d = %v, want item 1 of \"q\" for lease %d", i, r, s.Lease())
+		}
+	}
+
+	// Client.Ack says the same.
+	f.set(func(f *coordFake) {
+		f.ack = failing([]error{errUnavailable, notFound}, func(context.Context, *catalogpb.AckRequest) (*catalogpb.AckResponse, error) {
+			return &catalogpb.AckResponse{Header: coordHeader()}, nil
+		})
+	})
+	if _, err := c.Ack(t.Context(), "q", 1, s.Lease()); !errors.Is(err, ErrItemNotFound) || !strings.Contains(err.Error(), "answer was lost") {
+		t.Errorf("Client.Ack after a lost answer = %v, want ErrItemNotFound saying the answer was lost", err)
 	}
 }
 

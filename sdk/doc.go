@@ -91,16 +91,22 @@
 //
 // Blocking calls (Lock, RLock, Acquire, Campaign, Dequeue, Enter, Leave,
 // Barrier.Wait) wait on the server as long as their context allows:
-// Config.RequestTimeout does not cut them. Each logical call carries one
-// random waiter id; after a failure that says nothing about the wait (no
-// server reachable, no leader, a server-side timeout) it is sent again with
-// the same id, which continues the wait the servers keep for the session's
-// lease, so a leader failover neither loses the caller's place nor queues it
-// twice. A context that ends returns ctx.Err() and the server removes the
-// wait; a wait whose call was abandoned while no server could be reached is
-// removed in the background once one can. Releases (Unlock, Resign, Ack)
-// are retried too: a retry told the hold or item is gone means the lost
-// attempt took effect.
+// Config.RequestTimeout does not cut them. After a failure that says
+// nothing about the wait (no server reachable, no leader, a server-side
+// timeout) a call is sent again by the same lease, which continues the wait
+// the servers keep for that lease (a Dequeue gets back the item handed to
+// an attempt whose answer was lost), so a leader failover neither loses the
+// caller's place nor queues it twice. Each attempt carries its own random
+// waiter id: the cancel a server proposes for an attempt whose client
+// connection broke names that attempt's id, and cannot release a hold (or
+// take back an item) a later attempt was answered. A context that ends
+// returns ctx.Err() and the server removes the wait; a wait whose call was
+// abandoned while no server could be reached is removed in the background
+// once one can. Releases (Unlock, Resign, Ack) are retried too: Unlock and
+// Resign told after a lost answer that the hold is gone succeed (it is not
+// held either way); Ack told the item is not handed to the session fails
+// with an ErrItemNotFound that says the lost attempt may or may not have
+// been applied.
 //
 // This package must not import any server-side package of this module (only
 // api/catalogpb, grpc, protobuf and genproto's errdetails): a test enforces it.

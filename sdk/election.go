@@ -48,14 +48,17 @@ func (e *Election) Campaign(ctx context.Context, value []byte) error {
 	if err := awaitCleanup(ctx, cleanup); err != nil {
 		return err
 	}
-	req := &catalogpb.CampaignRequest{Name: e.name, Lease: e.s.id, Value: value, WaiterId: newWaiterID()}
+	req := &catalogpb.CampaignRequest{Name: e.name, Lease: e.s.id, Value: value}
 	client := e.s.c.electionClient()
+	// Each attempt has its own waiter id (see waitAttempts).
+	attempts := &waitAttempts{}
 	resp, out, err := waitCall(ctx, e.s.c, e.s, func(ctx context.Context) (*catalogpb.CampaignResponse, error) {
+		req.WaiterId, _ = attempts.next()
 		return client.Campaign(ctx, req)
 	})
 	if err != nil {
 		if out.abandoned && e.s.Err() == nil {
-			e.abandon(req)
+			e.abandon(req, attempts)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -68,15 +71,17 @@ func (e *Election) Campaign(ctx context.Context, value []byte) error {
 	return nil
 }
 
-// abandon starts withdrawing a candidacy the request may have left.
-func (e *Election) abandon(req *catalogpb.CampaignRequest) {
+// abandon starts withdrawing a candidacy the request's attempts may have
+// left: each rejoin is a new attempt of the call (see locker.abandon).
+func (e *Election) abandon(req *catalogpb.CampaignRequest, attempts *waitAttempts) {
 	client := e.s.c.electionClient()
 	done := e.s.cleanupWait(func(ctx context.Context) error {
+		req.WaiterId, _ = attempts.next()
 		resp, err := client.Campaign(ctx, req)
 		if err != nil {
 			return err
 		}
-		_, err = invokeSettle(ctx, e.s.c, isNotHeld, func(ctx context.Context) (*catalogpb.ResignResponse, error) {
+		_, err = invokeSettle(ctx, e.s.c, settleNotHeld, func(ctx context.Context) (*catalogpb.ResignResponse, error) {
 			return client.Resign(ctx, &catalogpb.ResignRequest{Leader: resp.GetLeader()})
 		})
 		return err
@@ -129,7 +134,7 @@ func (e *Election) Resign(ctx context.Context) error {
 	}
 	req := &catalogpb.ResignRequest{Leader: leader}
 	client := e.s.c.electionClient()
-	_, err := invokeSettle(ctx, e.s.c, isNotHeld, func(ctx context.Context) (*catalogpb.ResignResponse, error) {
+	_, err := invokeSettle(ctx, e.s.c, settleNotHeld, func(ctx context.Context) (*catalogpb.ResignResponse, error) {
 		return client.Resign(ctx, req)
 	})
 	if err == nil || errors.Is(err, ErrNotHeld) || errors.Is(err, ErrLeaseNotFound) {

@@ -41,22 +41,24 @@ func (l *locker) lock(ctx context.Context, mode catalogpb.LockMode, permits int6
 		return err
 	}
 	req := &catalogpb.LockRequest{
-		Name:     l.name,
-		Lease:    l.s.id,
-		Kind:     l.kind,
-		Mode:     mode,
-		Permits:  permits,
-		Limit:    l.limit,
-		WaiterId: newWaiterID(),
-		Try:      try,
+		Name:    l.name,
+		Lease:   l.s.id,
+		Kind:    l.kind,
+		Mode:    mode,
+		Permits: permits,
+		Limit:   l.limit,
+		Try:     try,
 	}
 	client := l.s.c.lockClient()
+	// Each attempt has its own waiter id (see waitAttempts).
+	attempts := &waitAttempts{}
 	resp, out, err := waitCall(ctx, l.s.c, l.s, func(ctx context.Context) (*catalogpb.LockResponse, error) {
+		req.WaiterId, _ = attempts.next()
 		return client.Lock(ctx, req)
 	})
 	if err != nil {
 		if out.abandoned && l.s.Err() == nil {
-			l.abandon(req)
+			l.abandon(req, attempts)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -73,15 +75,18 @@ func (l *locker) lock(ctx context.Context, mode catalogpb.LockMode, permits int6
 	return nil
 }
 
-// abandon starts removing the wait (or hold) the request may have left.
-func (l *locker) abandon(req *catalogpb.LockRequest) {
+// abandon starts removing the wait (or hold) the request's attempts may
+// have left: each rejoin is a new attempt of the call, which takes over
+// that wait (or hold) under its own waiter id.
+func (l *locker) abandon(req *catalogpb.LockRequest, attempts *waitAttempts) {
 	client := l.s.c.lockClient()
 	done := l.s.cleanupWait(func(ctx context.Context) error {
+		req.WaiterId, _ = attempts.next()
 		resp, err := client.Lock(ctx, req)
 		if err != nil || !resp.GetAcquired() {
 			return err
 		}
-		_, err = invokeSettle(ctx, l.s.c, isNotHeld, func(ctx context.Context) (*catalogpb.UnlockResponse, error) {
+		_, err = invokeSettle(ctx, l.s.c, settleNotHeld, func(ctx context.Context) (*catalogpb.UnlockResponse, error) {
 			return client.Unlock(ctx, &catalogpb.UnlockRequest{Name: l.name, Lease: l.s.id, Token: resp.GetToken()})
 		})
 		return err
@@ -104,7 +109,7 @@ func (l *locker) unlock(ctx context.Context, mode catalogpb.LockMode) error {
 	}
 	client := l.s.c.lockClient()
 	req := &catalogpb.UnlockRequest{Name: l.name, Lease: l.s.id, Token: token}
-	_, err := invokeSettle(ctx, l.s.c, isNotHeld, func(ctx context.Context) (*catalogpb.UnlockResponse, error) {
+	_, err := invokeSettle(ctx, l.s.c, settleNotHeld, func(ctx context.Context) (*catalogpb.UnlockResponse, error) {
 		return client.Unlock(ctx, req)
 	})
 	if err == nil || errors.Is(err, ErrNotHeld) || errors.Is(err, ErrLeaseNotFound) {
@@ -162,8 +167,9 @@ func NewMutex(s *Session, name string) *Mutex {
 // Lock waits until the mutex is granted to the session, ctx ends (it
 // returns ctx.Err() and the wait is removed) or the session ends (its Err).
 // A connection lost while waiting (a member that died, a leader change) is
-// ridden out: the call is sent again with the same waiter id, which keeps
-// the session's place in line.
+// ridden out: the call is sent again by the same lease, which keeps the
+// session's place in line (each attempt with its own waiter id, so that the
+// cleanup of an earlier attempt cannot undo what a later one was granted).
 func (m *Mutex) Lock(ctx context.Context) error {
 	return m.l.lock(ctx, catalogpb.LockMode_LOCK_MODE_EXCLUSIVE, 1, false)
 }

@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -73,14 +72,19 @@ func (q *Queue) dequeue(ctx context.Context, try bool) (*catalogpb.QueueItem, er
 	if item != nil && q.s.Err() == nil {
 		return item, nil
 	}
-	req := &catalogpb.DequeueRequest{Queue: q.name, Lease: q.s.id, WaiterId: newWaiterID(), Try: try}
+	req := &catalogpb.DequeueRequest{Queue: q.name, Lease: q.s.id, Try: try}
 	client := q.s.c.queueClient()
+	// Each attempt has its own waiter id and names the earlier ones, so
+	// that an item handed to an attempt whose answer was lost is answered
+	// again (see waitAttempts).
+	attempts := &waitAttempts{}
 	resp, out, err := waitCall(ctx, q.s.c, q.s, func(ctx context.Context) (*catalogpb.DequeueResponse, error) {
+		req.WaiterId, req.RetryOf = attempts.next()
 		return client.Dequeue(ctx, req)
 	})
 	if err != nil {
 		if out.abandoned && q.s.Err() == nil {
-			q.abandon(req)
+			q.abandon(req, attempts)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -93,13 +97,15 @@ func (q *Queue) dequeue(ctx context.Context, try bool) (*catalogpb.QueueItem, er
 	return resp.GetItem(), nil
 }
 
-// abandon starts removing a Dequeue wait the request may have left. If an
-// item was handed to it meanwhile, the server either gives it back (the
-// rejoining call is cancelled) or hands it over again: then the next
-// Dequeue returns it.
-func (q *Queue) abandon(req *catalogpb.DequeueRequest) {
+// abandon starts removing a Dequeue wait the request's attempts may have
+// left. Each rejoin is a new attempt of the call, naming the earlier ones
+// in retry_of: if an item was handed to one of them meanwhile, the server
+// either gives it back (the rejoining call is cancelled) or hands it over
+// again, re-tagged: then the next Dequeue returns it.
+func (q *Queue) abandon(req *catalogpb.DequeueRequest, attempts *waitAttempts) {
 	client := q.s.c.queueClient()
 	done := q.s.cleanupWait(func(ctx context.Context) error {
+		req.WaiterId, req.RetryOf = attempts.next()
 		resp, err := client.Dequeue(ctx, req)
 		if err != nil {
 			return err
@@ -117,16 +123,16 @@ func (q *Queue) abandon(req *catalogpb.DequeueRequest) {
 }
 
 // Ack removes item id, which must be handed to the session (else
-// ErrItemNotFound): the work it stood for is done. A lost answer is ridden
-// out: when a retry finds the item gone while the session lives, the lost
-// attempt removed it.
+// ErrItemNotFound): the work it stood for is done. It is retried after a
+// lost answer; if the retry then finds the item not handed to the session,
+// the error wraps ErrItemNotFound and says the lost attempt may or may not
+// have been applied: it may have removed the item, or the lease may have
+// ended meanwhile (even if the session did not see it yet) and the item
+// gone back to the queue, to be handed out again.
 func (q *Queue) Ack(ctx context.Context, id uint64) error {
 	req := &catalogpb.AckRequest{Queue: q.name, Id: id, Lease: q.s.id}
 	client := q.s.c.queueClient()
-	// With the session over, a missing item went back to the queue with
-	// the lease: that is not a lost Ack's doing.
-	settled := func(err error) bool { return errors.Is(err, ErrItemNotFound) && q.s.Err() == nil }
-	_, err := invokeSettle(ctx, q.s.c, settled, func(ctx context.Context) (*catalogpb.AckResponse, error) {
+	_, err := invokeSettle(ctx, q.s.c, lostAck, func(ctx context.Context) (*catalogpb.AckResponse, error) {
 		return client.Ack(ctx, req)
 	})
 	if err != nil {

@@ -21,7 +21,9 @@ import (
 // for the calls that block, follow the name's events (lockNotifier) until
 // the outcome. Holders and waiters are replicated state: a call that ends
 // because its member stops leaves its wait in place, and the client's
-// retry on another member with the same lease and waiter_id continues it.
+// retry on another member with the same lease continues it (the SDK gives
+// each attempt its own waiter_id: the retry re-tags the wait or hold, so a
+// cancel for the earlier attempt's id no longer matches it).
 
 // maxCoordListLimit is the most names one List returns.
 const maxCoordListLimit = 10000

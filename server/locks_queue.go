@@ -58,7 +58,7 @@ func (q *queueService) Dequeue(ctx context.Context, req *catalogpb.DequeueReques
 	if err := locks.ValidateDequeueRequest(req); err != nil {
 		return nil, toGRPCError(err)
 	}
-	req = &catalogpb.DequeueRequest{Queue: req.Queue, Lease: req.Lease, WaiterId: newWaiterID(req.WaiterId), Try: req.Try}
+	req = &catalogpb.DequeueRequest{Queue: req.Queue, Lease: req.Lease, WaiterId: newWaiterID(req.WaiterId), Try: req.Try, RetryOf: req.RetryOf}
 	sub := s.coord.subscribe(locks.QueueKind, req.Queue)
 	defer sub.close()
 	resp, err := proposeLocks[*catalogpb.DequeueResponse](ctx, s, &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Dequeue{Dequeue: req}})

@@ -2794,7 +2794,11 @@ type DequeueRequest struct {
 	Lease    int64  `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
 	WaiterId uint64 `protobuf:"varint,3,opt,name=waiter_id,json=waiterId,proto3" json:"waiter_id,omitempty"`
 	// try: answer at once; item is absent if the queue is empty.
-	Try           bool `protobuf:"varint,4,opt,name=try,proto3" json:"try,omitempty"`
+	Try bool `protobuf:"varint,4,opt,name=try,proto3" json:"try,omitempty"`
+	// retry_of: waiter_ids of earlier attempts of this same call: an item
+	// handed to this lease under one of them is answered again, re-tagged
+	// with waiter_id; at most 16.
+	RetryOf       []uint64 `protobuf:"varint,5,rep,packed,name=retry_of,json=retryOf,proto3" json:"retry_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2855,6 +2859,13 @@ func (x *DequeueRequest) GetTry() bool {
 		return x.Try
 	}
 	return false
+}
+
+func (x *DequeueRequest) GetRetryOf() []uint64 {
+	if x != nil {
+		return x.RetryOf
+	}
+	return nil
 }
 
 type DequeueResponse struct {
@@ -3825,12 +3836,13 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\apayload\x18\x02 \x01(\fR\apayload\"V\n" +
 	"\x0fEnqueueResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\x04R\x02id\"k\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"\x86\x01\n" +
 	"\x0eDequeueRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\x03R\x05lease\x12\x1b\n" +
 	"\twaiter_id\x18\x03 \x01(\x04R\bwaiterId\x12\x10\n" +
-	"\x03try\x18\x04 \x01(\bR\x03try\"r\n" +
+	"\x03try\x18\x04 \x01(\bR\x03try\x12\x19\n" +
+	"\bretry_of\x18\x05 \x03(\x04R\aretryOf\"r\n" +
 	"\x0fDequeueResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12*\n" +
 	"\x04item\x18\x02 \x01(\v2\x16.catalogd.v1.QueueItemR\x04item\"H\n" +

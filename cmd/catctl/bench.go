@@ -38,7 +38,7 @@ func newBenchCommand(a *app) *cobra.Command {
 		return nil
 	}
 	cmd.AddCommand(newBenchPutCommand(a), newBenchGetCommand(a), newBenchKeepAliveCommand(a), newBenchWatchCommand(a),
-		newBenchDiscoverCommand(a), newBenchInstancesCommand(a))
+		newBenchDiscoverCommand(a), newBenchInstancesCommand(a), newBenchLockCommand(a), newBenchElectionFailoverCommand(a))
 	return cmd
 }
 
@@ -268,7 +268,7 @@ func (a *app) runBench(cmd *cobra.Command, name string, f benchFlags, request be
 }
 
 // startProgress prints how far the run is on stderr every second, until the
-// returned function is called.
+// returned function is called. A total of 0 means unknown (a timed run).
 func (a *app) startProgress(done *atomic.Int64, total int) (stop func()) {
 	stopc := make(chan struct{})
 	exitedc := make(chan struct{})
@@ -284,7 +284,11 @@ func (a *app) startProgress(done *atomic.Int64, total int) (stop func()) {
 			case now := <-ticker.C:
 				n := done.Load()
 				rate := float64(n-last) / now.Sub(lastAt).Seconds()
-				fmt.Fprintf(a.stderr, "bench: %d/%d requests, %.0f req/s\n", n, total, rate)
+				if total > 0 {
+					fmt.Fprintf(a.stderr, "bench: %d/%d requests, %.0f req/s\n", n, total, rate)
+				} else {
+					fmt.Fprintf(a.stderr, "bench: %d requests, %.0f req/s\n", n, rate)
+				}
 				last, lastAt = n, now
 			}
 		}

@@ -63,6 +63,13 @@ type app struct {
 	output         string
 }
 
+// A commandExit is the exit status of a command that catctl ran while
+// holding something (lock NAME -- COMMAND): catctl exits with that status
+// and prints nothing more, the command having said what went wrong.
+type commandExit struct{ code int }
+
+func (e commandExit) Error() string { return fmt.Sprintf("the command exited with status %d", e.code) }
+
 // A usageError is a mistake in the command line, reported with a pointer to --help.
 type usageError struct {
 	cmd *cobra.Command
@@ -87,6 +94,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if err == nil {
 		return exitOK
 	}
+	if ce, ok := errors.AsType[commandExit](err); ok {
+		return ce.code
+	}
 	fmt.Fprintf(stderr, "Error: %v\n", err)
 	if ue, ok := errors.AsType[usageError](err); ok {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", ue.cmd.CommandPath())
@@ -103,7 +113,8 @@ func newRootCommand(a *app, getenv func(string) string) *cobra.Command {
 	root.Long = "catctl talks to a catalogd cluster over gRPC.\n\n" +
 		"Exit codes: 0 done; 1 bad usage, refused request or other error;\n" +
 		"2 no server reachable or no leader (nothing applied);\n" +
-		"3 timed out (a write may or may not have applied)."
+		"3 timed out (a write may or may not have applied).\n" +
+		"lock, sem acquire and barrier enter with -- COMMAND exit with COMMAND's status."
 	root.SilenceErrors = true
 	root.SilenceUsage = true
 	root.PersistentPreRunE = a.validate
@@ -121,7 +132,8 @@ func newRootCommand(a *app, getenv func(string) string) *cobra.Command {
 		return usageError{cmd: cmd, err: err}
 	})
 	root.AddCommand(newClusterCommand(a), newMemberCommand(a), newSnapshotCommand(a), newKVCommand(a), newBenchCommand(a),
-		newServiceCommand(a), newLeaseCommand(a), newWatchCommand(a), newShardCommand(a))
+		newServiceCommand(a), newLeaseCommand(a), newWatchCommand(a), newShardCommand(a),
+		newLockCommand(a), newElectCommand(a), newSemCommand(a), newBarrierCommand(a), newQueueCommand(a))
 	return root
 }
 

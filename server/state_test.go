@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"go.etcd.io/bbolt"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/catalogd/catalogd/api/catalogpb"
+	"github.com/catalogd/catalogd/consensus"
 	"github.com/catalogd/catalogd/registry"
 	"github.com/catalogd/catalogd/server/metrics"
 )
@@ -235,4 +237,77 @@ func writeAll(path string, rc io.ReadCloser) error {
 		return err
 	}
 	return f.Close()
+}
+
+// Applied batches share one write transaction: the durable applied index
+// trails the answers until something commits, a read sees every write
+// answered before it, and what was answered but not committed is gone
+// after a crash (the WAL replays it) without harming what was committed.
+func TestApplyBatchDefersCommit(t *testing.T) {
+	sm, dir := newTestStateMachine(t, 100)
+	sm.commitInterval = time.Hour // only reads, size and close commit here
+	deliver := func(ents ...raftpb.Entry) []consensus.Result {
+		var out []consensus.Result
+		sm.ApplyBatch(ents, func(r []consensus.Result) { out = r })
+		return out
+	}
+	if res := deliver(entry(t, 1, 1, put("a", "1"))); len(res) != 1 || res[0].Err != nil {
+		t.Fatalf("apply: %+v", res)
+	}
+	deliver(entry(t, 2, 2, put("b", "1")))
+	if got := sm.AppliedIndex(); got != 0 {
+		t.Fatalf("durable applied index %d before any commit, want 0", got)
+	}
+	if got := sm.Revision(); got != 2 {
+		t.Fatalf("revision %d after two answered puts, want 2", got)
+	}
+	// A read commits first and sees both writes.
+	var keys int
+	if err := sm.view(func(tx *bbolt.Tx) error {
+		keys = tx.Bucket(registry.KVBucket).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if keys != 2 || sm.AppliedIndex() != 2 {
+		t.Fatalf("after a read: %d keys, durable applied %d; want 2 and 2", keys, sm.AppliedIndex())
+	}
+
+	// A write answered but never committed: a crash loses it from the
+	// store only (the raft WAL has it), and the committed state reopens.
+	deliver(entry(t, 3, 3, put("c", "1")))
+	sm.txMu.Lock()
+	sm.wtx.Rollback() // what a crash does to an uncommitted transaction
+	sm.wtx = nil
+	sm.pending.Store(false)
+	sm.txMu.Unlock()
+	if err := sm.close(); err != nil {
+		t.Fatal(err)
+	}
+	re, err := openStateMachine(dir, 100, slog.New(slog.DiscardHandler), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.close()
+	if re.AppliedIndex() != 2 || re.Revision() != 2 {
+		t.Fatalf("reopened at applied %d revision %d, want 2 and 2 (entry 3 is replayed from the WAL)", re.AppliedIndex(), re.Revision())
+	}
+	if res := re.Apply([]raftpb.Entry{entry(t, 3, 3, put("c", "1"))}); res[0].Err != nil || re.AppliedIndex() != 3 || re.Revision() != 3 {
+		t.Fatalf("replayed entry 3: %+v, applied %d revision %d; want applied 3 revision 3", res, re.AppliedIndex(), re.Revision())
+	}
+}
+
+// The background commit comes commitInterval after the first uncommitted
+// write, with nothing else asking for it.
+func TestApplyBatchCommitsAfterInterval(t *testing.T) {
+	sm, _ := newTestStateMachine(t, 100)
+	sm.commitInterval = 10 * time.Millisecond
+	sm.ApplyBatch([]raftpb.Entry{entry(t, 1, 1, put("a", "1"))}, func([]consensus.Result) {})
+	deadline := time.Now().Add(5 * time.Second)
+	for sm.AppliedIndex() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the applied write was not committed within 5s of a 10ms commit interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -312,22 +312,16 @@ func newBarrierLsCommand(a *app) *cobra.Command {
 			}
 			defer done()
 			all := &catalogpb.ListBarriersResponse{}
-			req := &catalogpb.ListBarriersRequest{Prefix: prefix, Serializable: serializable}
-			for {
-				if limit > 0 {
-					req.Limit = limit - int64(len(all.Barriers))
-				}
-				resp, err := c.ListBarriers(ctx, req)
+			all.Barriers, all.More, err = pageAll(limit, func(n int64, after string) ([]*catalogpb.BarrierState, bool, error) {
+				resp, err := c.ListBarriers(ctx, &catalogpb.ListBarriersRequest{Prefix: prefix, Serializable: serializable, Limit: n, ContinueAfter: after})
 				if err != nil {
-					return fmt.Errorf("list barriers: %w", err)
+					return nil, false, fmt.Errorf("list barriers: %w", err)
 				}
 				all.Header = resp.Header
-				all.Barriers = append(all.Barriers, resp.Barriers...)
-				all.More = resp.More
-				if !resp.More || len(resp.Barriers) == 0 || (limit > 0 && int64(len(all.Barriers)) >= limit) {
-					break
-				}
-				req.ContinueAfter = resp.Barriers[len(resp.Barriers)-1].Name
+				return resp.Barriers, resp.More, nil
+			}, (*catalogpb.BarrierState).GetName)
+			if err != nil {
+				return err
 			}
 			if a.jsonOutput() {
 				return a.printJSON(all)

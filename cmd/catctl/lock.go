@@ -403,22 +403,16 @@ func newLockLsCommand(a *app) *cobra.Command {
 			}
 			defer done()
 			all := &catalogpb.ListLocksResponse{}
-			req := &catalogpb.ListLocksRequest{Prefix: prefix, Kind: k, Serializable: serializable}
-			for {
-				if limit > 0 {
-					req.Limit = limit - int64(len(all.Locks))
-				}
-				resp, err := c.ListLocks(ctx, req)
+			all.Locks, all.More, err = pageAll(limit, func(n int64, after string) ([]*catalogpb.LockState, bool, error) {
+				resp, err := c.ListLocks(ctx, &catalogpb.ListLocksRequest{Prefix: prefix, Kind: k, Serializable: serializable, Limit: n, ContinueAfter: after})
 				if err != nil {
-					return fmt.Errorf("list locks: %w", err)
+					return nil, false, fmt.Errorf("list locks: %w", err)
 				}
 				all.Header = resp.Header
-				all.Locks = append(all.Locks, resp.Locks...)
-				all.More = resp.More
-				if !resp.More || len(resp.Locks) == 0 || (limit > 0 && int64(len(all.Locks)) >= limit) {
-					break
-				}
-				req.ContinueAfter = resp.Locks[len(resp.Locks)-1].Name
+				return resp.Locks, resp.More, nil
+			}, (*catalogpb.LockState).GetName)
+			if err != nil {
+				return err
 			}
 			if a.jsonOutput() {
 				return a.printJSON(all)
@@ -493,4 +487,26 @@ func tokenList(holders []*catalogpb.LockOwner) string {
 		parts[i] = strconv.FormatUint(h.Token, 10)
 	}
 	return strings.Join(parts, ",")
+}
+
+// pageAll reads a list page by page, each continuing after the last name of
+// the one before, until no more remain or limit items (0: no limit) were
+// read. fetch asks for at most n items (0: the server's default).
+func pageAll[T any](limit int64, fetch func(n int64, after string) ([]T, bool, error), name func(T) string) (items []T, more bool, err error) {
+	after := ""
+	for {
+		var n int64
+		if limit > 0 {
+			n = limit - int64(len(items))
+		}
+		page, m, err := fetch(n, after)
+		if err != nil {
+			return nil, false, err
+		}
+		items, more = append(items, page...), m
+		if !m || len(page) == 0 || (limit > 0 && int64(len(items)) >= limit) {
+			return items, more, nil
+		}
+		after = name(page[len(page)-1])
+	}
 }

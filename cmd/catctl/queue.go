@@ -269,22 +269,16 @@ func newQueueLsCommand(a *app) *cobra.Command {
 				return a.printQueue(ctx, c, &catalogpb.QueueStatusRequest{Queue: args[0], Serializable: serializable, Items: items, Limit: limit})
 			}
 			all := &catalogpb.ListQueuesResponse{}
-			req := &catalogpb.ListQueuesRequest{Prefix: prefix, Serializable: serializable}
-			for {
-				if limit > 0 {
-					req.Limit = limit - int64(len(all.Queues))
-				}
-				resp, err := c.ListQueues(ctx, req)
+			all.Queues, all.More, err = pageAll(limit, func(n int64, after string) ([]*catalogpb.QueueStatus, bool, error) {
+				resp, err := c.ListQueues(ctx, &catalogpb.ListQueuesRequest{Prefix: prefix, Serializable: serializable, Limit: n, ContinueAfter: after})
 				if err != nil {
-					return fmt.Errorf("list queues: %w", err)
+					return nil, false, fmt.Errorf("list queues: %w", err)
 				}
 				all.Header = resp.Header
-				all.Queues = append(all.Queues, resp.Queues...)
-				all.More = resp.More
-				if !resp.More || len(resp.Queues) == 0 || (limit > 0 && int64(len(all.Queues)) >= limit) {
-					break
-				}
-				req.ContinueAfter = resp.Queues[len(resp.Queues)-1].Queue
+				return resp.Queues, resp.More, nil
+			}, (*catalogpb.QueueStatus).GetQueue)
+			if err != nil {
+				return err
 			}
 			if a.jsonOutput() {
 				return a.printJSON(all)

@@ -64,8 +64,9 @@ const (
 	MaxPayloadBytes  = 1 << 20  // queue payloads
 	MaxPermits       = 1 << 30  // semaphore limit
 	DefaultListLimit = 1000
-	// MaxRetryOf is the most waiter ids of earlier attempts one Dequeue
-	// names (DequeueRequest.retry_of).
+	// MaxRetryOf is the most waiter ids of earlier attempts one Dequeue,
+	// Lock or Campaign names (retry_of), and so the most a lock owner
+	// keeps in retired_waiter_ids.
 	MaxRetryOf = 16
 )
 

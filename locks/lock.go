@@ -295,18 +295,32 @@ func applyAcquire(tx *bbolt.Tx, rev, now int64, req *catalogpb.LockRequest) (*ca
 			continue
 		}
 		o := owners[i]
+		state := "holds"
+		if o.Token == 0 {
+			state = "waits for"
+		}
+		if req.WaiterId != o.WaiterId && containsID(o.RetiredWaiterIds, req.WaiterId) {
+			// An earlier attempt of the call that took this place over,
+			// applied after it: it must not take the place back (the
+			// cancel its member may propose would then undo the newer
+			// attempt's hold).
+			return nil, nil, fmt.Errorf("%w: waiter id %d is an earlier attempt of the call that now %s lock %s as waiter id %d; that attempt changes nothing",
+				ErrSuperseded, req.WaiterId, state, quote(req.Name), o.WaiterId)
+		}
 		if o.Mode != req.Mode || o.Permits != permits {
-			state := "holds"
-			if o.Token == 0 {
-				state = "waits for"
-			}
 			return nil, nil, fmt.Errorf("%w: lease %d already %s lock %s with mode %s and %d permits; one lease holds or waits for a name once: release it first or use another lease",
 				ErrInvalidArgument, req.Lease, state, quote(req.Name), modeName(o.Mode), o.Permits)
 		}
 		if o.Token == 0 && req.Try {
 			return &catalogpb.LockResponse{State: prev}, nil, nil
 		}
-		o.WaiterId = req.WaiterId
+		if o.WaiterId != req.WaiterId {
+			// Another call of the lease (or a later attempt of this one)
+			// takes the place over; the attempts it names in retry_of are
+			// retired with it.
+			o.WaiterId = req.WaiterId
+			o.RetiredWaiterIds = retiredIDs(req.RetryOf)
+		}
 		stored, evs, err := commitLock(tx, rev, prev, st, before, counter)
 		if err != nil {
 			return nil, nil, err
@@ -322,6 +336,9 @@ func applyAcquire(tx *bbolt.Tx, rev, now int64, req *catalogpb.LockRequest) (*ca
 		Revision: rev,
 		UnixNano: now,
 		WaiterId: req.WaiterId,
+		// An earlier attempt of this call applied after this one finds
+		// the place taken and changes nothing.
+		RetiredWaiterIds: retiredIDs(req.RetryOf),
 	}
 	if req.Try && (len(st.Waiters) > 0 || !compatible(st, owner)) {
 		return &catalogpb.LockResponse{State: prev}, nil, nil
@@ -333,6 +350,22 @@ func applyAcquire(tx *bbolt.Tx, rev, now int64, req *catalogpb.LockRequest) (*ca
 		return nil, nil, err
 	}
 	return &catalogpb.LockResponse{Acquired: owner.Token != 0, Token: owner.Token, State: stored}, evs, nil
+}
+
+// retiredIDs returns the waiter ids of the earlier attempts a request names
+// in retry_of, without duplicates and at most MaxRetryOf of them (the last
+// ones), for LockOwner.retired_waiter_ids; nil for none.
+func retiredIDs(retryOf []uint64) []uint64 {
+	var out []uint64
+	for _, id := range retryOf {
+		if id != 0 && !containsID(out, id) {
+			out = append(out, id)
+		}
+	}
+	if len(out) > MaxRetryOf {
+		out = out[len(out)-MaxRetryOf:]
+	}
+	return out
 }
 
 func applyRelease(tx *bbolt.Tx, rev, now int64, req *catalogpb.UnlockRequest) (*catalogpb.UnlockResponse, []*catalogpb.Event, error) {

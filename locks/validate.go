@@ -124,7 +124,34 @@ func validateAcquire(r *catalogpb.LockRequest) error {
 	if kind != catalogpb.LockKind_LOCK_KIND_ELECTION && len(r.Value) > 0 {
 		return fmt.Errorf("%w: value is for election candidates; a %s takes none", ErrInvalidArgument, kindName(kind))
 	}
+	what := "lock"
+	if kind == catalogpb.LockKind_LOCK_KIND_ELECTION {
+		what = "campaign"
+	}
+	if err := validateRetryOf(what, r.WaiterId, r.RetryOf); err != nil {
+		return err
+	}
 	return validateValue(r.Value)
+}
+
+// validateRetryOf checks the waiter ids of earlier attempts a Lock or
+// Campaign names: at most MaxRetryOf, none 0, none the call's own waiterID.
+func validateRetryOf(what string, waiterID uint64, retryOf []uint64) error {
+	if len(retryOf) > MaxRetryOf {
+		return fmt.Errorf("%w: %s retry_of must name at most %d waiter ids of earlier attempts, got %d",
+			ErrInvalidArgument, what, MaxRetryOf, len(retryOf))
+	}
+	for i, id := range retryOf {
+		if id == 0 {
+			return fmt.Errorf("%w: %s retry_of[%d] is 0; it names the non-zero waiter ids of earlier attempts of the call",
+				ErrInvalidArgument, what, i)
+		}
+		if id == waiterID {
+			return fmt.Errorf("%w: %s retry_of[%d] is %d, this attempt's own waiter_id; it names only earlier attempts of the call",
+				ErrInvalidArgument, what, i, id)
+		}
+	}
+	return nil
 }
 
 // ValidateCampaignRequest checks a Campaign call.
@@ -138,10 +165,14 @@ func ValidateCampaignRequest(r *catalogpb.CampaignRequest) error {
 	if err := validateLease("campaign", r.Lease); err != nil {
 		return err
 	}
+	if err := validateRetryOf("campaign", r.WaiterId, r.RetryOf); err != nil {
+		return err
+	}
 	return validateValue(r.Value)
 }
 
-// CampaignCommand returns the acquire a Campaign proposes.
+// CampaignCommand returns the acquire a Campaign proposes, with the
+// earlier attempts the Campaign names in retry_of.
 func CampaignCommand(r *catalogpb.CampaignRequest, waiterID uint64) *catalogpb.LocksCommand {
 	return &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Acquire{Acquire: &catalogpb.LockRequest{
 		Name:     r.GetName(),
@@ -149,6 +180,7 @@ func CampaignCommand(r *catalogpb.CampaignRequest, waiterID uint64) *catalogpb.L
 		Kind:     catalogpb.LockKind_LOCK_KIND_ELECTION,
 		Value:    r.GetValue(),
 		WaiterId: waiterID,
+		RetryOf:  append([]uint64(nil), r.GetRetryOf()...),
 	}}}
 }
 

@@ -63,20 +63,26 @@ func newWaiterID() uint64 {
 	}
 }
 
-// maxRetryOf is the most waiter ids of earlier attempts a Dequeue names
-// (DequeueRequest.retry_of; the server refuses more).
+// maxRetryOf is the most waiter ids of earlier attempts a Lock, Campaign
+// or Dequeue names (retry_of; the server refuses more).
 const maxRetryOf = 16
 
 // waitAttempts names the attempts of one blocking call (Lock, Campaign,
 // Dequeue, and the cleanup of an abandoned one): each attempt carries its
-// own random waiter id. A retry still continues the call's place: the
-// server keys holders, waiters and handed-out items by lease, so a retry by
-// the same lease finds them and re-tags them with its id (a Dequeue names
-// the earlier ids in retry_of to get back an item handed to one of them).
-// The cancel a member proposes when an earlier attempt's connection broke
-// names that attempt's id, so once a retry re-tagged the place it changes
+// own random waiter id, and names the ids of the attempts before it (the
+// most recent maxRetryOf) in retry_of. A retry still continues the call's
+// place: the server keys holders, waiters and handed-out items by lease, so
+// a retry by the same lease finds them and re-tags them with its id (a
+// Dequeue gets back an item handed to an attempt named in retry_of). The
+// cancel a member proposes when an earlier attempt's connection broke names
+// that attempt's id, so once a retry re-tagged the place it changes
 // nothing: it cannot release a hold or take back an item the retry was
-// answered. One attempt at a time uses it.
+// answered. For a lock or an election the retry also retires the ids it
+// names (LockOwner.retired_waiter_ids): an earlier attempt whose proposal
+// is applied after the retry's changes nothing (its member answers it
+// WAIT_SUPERSEDED, to a client that no longer listens), instead of
+// re-tagging the place back to itself, where its cancel would match again.
+// One attempt at a time uses it.
 type waitAttempts struct {
 	// ids of the attempts so far, the most recent maxRetryOf, oldest first.
 	ids []uint64
@@ -144,9 +150,12 @@ type waitOutcome struct {
 // that says nothing about the wait (sameWaitRetryable) it calls again (a
 // new attempt, with its own waiter id: see waitAttempts), which continues
 // the wait. So it does after ErrWaitSuperseded once an attempt was retried:
-// an earlier attempt of the same call, applied late, took the wait over,
-// and the next attempt takes it back. When ctx ends it returns ctx.Err();
-// when the session ends first, the session's Err.
+// an earlier attempt of the same call, applied late, may have taken the
+// wait over (for a lock or an election only one the current attempt's
+// retry_of no longer names, more than maxRetryOf attempts back; for a
+// Dequeue's waiting consumer any), and the next attempt takes it back. When
+// ctx ends it returns ctx.Err(); when the session ends first, the
+// session's Err.
 //
 // Cancelling an attempt in flight makes the server remove its wait. A wait
 // left by an attempt whose answer was lost is reported as abandoned.
@@ -211,8 +220,10 @@ func waitCall[T any](ctx context.Context, c *Client, s *Session, call func(conte
 			late++
 		case late > 0 && errors.Is(err, ErrWaitSuperseded):
 			// Taken over, maybe, by an earlier attempt of this call whose
-			// proposal was applied after this one's: the place is still
-			// this call's, and the next attempt takes it back.
+			// proposal was applied after this one's and which this one did
+			// not retire (see above): the place is still this call's, and
+			// the next attempt takes it back. (A retired attempt's own
+			// WAIT_SUPERSEDED goes to that attempt, which was abandoned.)
 			late--
 		default:
 			out.abandoned = !definite(err)

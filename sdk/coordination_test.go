@@ -96,8 +96,10 @@ func TestLockRetriesUseFreshWaiterIDs(t *testing.T) {
 // TestLockRetriesAfterALateAttempt: once a Lock was retried, an answer of
 // WAIT_SUPERSEDED may come from an earlier attempt of the same call whose
 // proposal was applied after the retry's (its answer was lost, not its
-// proposal): the call sends one more attempt, which takes the wait back.
-// It does so at most once per earlier attempt that failed that way.
+// proposal) and which the retry's retry_of no longer names (more than 16
+// attempts back; the server refuses a named one): the call sends one more
+// attempt, which takes the wait back. It does so at most once per earlier
+// attempt that failed that way.
 func TestLockRetriesAfterALateAttempt(t *testing.T) {
 	superseded := reasonErr(t, codes.Aborted, catalogpb.ErrorReason_WAIT_SUPERSEDED, "another call of the lease took over the wait")
 	f := startCoordFake(t)
@@ -111,7 +113,7 @@ func TestLockRetriesAfterALateAttempt(t *testing.T) {
 	if len(reqs) != 3 || m.Token() != 5 {
 		t.Fatalf("%d attempts, token %d; want 3 attempts and token 5", len(reqs), m.Token())
 	}
-	distinctWaiterIDs(t, "Lock", []uint64{reqs[0].GetWaiterId(), reqs[1].GetWaiterId(), reqs[2].GetWaiterId()})
+	checkRetryOf(t, reqs, 0)
 	if err := m.Unlock(t.Context()); err != nil {
 		t.Fatalf("Unlock: %v", err)
 	}
@@ -124,6 +126,91 @@ func TestLockRetriesAfterALateAttempt(t *testing.T) {
 	if n := len(lockRequests(f)) - len(reqs); n != 3 {
 		t.Errorf("server got %d more attempts, want 3", n)
 	}
+}
+
+// TestLockAndCampaignRetriesCarryRetryOf: every retry of a Lock (of a
+// Mutex, an RWMutex, a Semaphore) or a Campaign names the waiter ids of the
+// call's earlier attempts in retry_of, the most recent 16, so that the
+// server retires them: an earlier attempt applied after the retry changes
+// nothing. A new call starts without retry_of.
+func TestLockAndCampaignRetriesCarryRetryOf(t *testing.T) {
+	lost := make([]error, 20)
+	for i := range lost {
+		lost[i] = errUnavailable
+	}
+	helpers := []struct {
+		name string
+		lock func(*Session, string) (func(context.Context) error, func(context.Context) error)
+	}{
+		{"mutex", func(s *Session, n string) (func(context.Context) error, func(context.Context) error) {
+			m := NewMutex(s, n)
+			return m.Lock, m.TryLock
+		}},
+		{"rwmutex", func(s *Session, n string) (func(context.Context) error, func(context.Context) error) {
+			m := NewRWMutex(s, n)
+			return m.RLock, m.TryLock
+		}},
+		{"semaphore", func(s *Session, n string) (func(context.Context) error, func(context.Context) error) {
+			m := NewSemaphore(s, n, 3)
+			return func(ctx context.Context) error { return m.Acquire(ctx, 2) },
+				func(ctx context.Context) error { return m.TryAcquire(ctx, 1) }
+		}},
+	}
+	for _, h := range helpers {
+		t.Run(h.name, func(t *testing.T) {
+			f := startCoordFake(t)
+			f.set(func(f *coordFake) { f.lock = failing(lost, granted(9)) })
+			_, s := newFakeSession(t, f, Config{})
+			lock, _ := h.lock(s, "jobs")
+			if err := lock(t.Context()); err != nil {
+				t.Fatalf("lock: %v", err)
+			}
+			reqs := lockRequests(f)
+			if len(reqs) != len(lost)+1 {
+				t.Fatalf("server got %d Lock attempts, want %d", len(reqs), len(lost)+1)
+			}
+			checkRetryOf(t, reqs, 0)
+			if got := reqs[len(reqs)-1].GetRetryOf(); len(got) != maxRetryOf {
+				t.Errorf("last attempt names %d earlier attempts, want %d", len(got), maxRetryOf)
+			}
+
+			// A new call (on a new helper: the first one holds) starts
+			// afresh, and so do the retries of a try.
+			f.set(func(f *coordFake) { f.lock = failing([]error{errUnavailable}, granted(10)) })
+			_, try := h.lock(s, "other")
+			if err := try(t.Context()); err != nil {
+				t.Fatalf("try: %v", err)
+			}
+			all := lockRequests(f)
+			next := all[len(reqs):]
+			if len(next) != 2 || !next[0].GetTry() || len(next[0].GetRetryOf()) != 0 {
+				t.Fatalf("try attempts = %v, want two, the first without retry_of", next)
+			}
+			checkRetryOf(t, next, 0)
+			distinctWaiterIDs(t, "Lock", []uint64{reqs[0].GetWaiterId(), next[0].GetWaiterId()})
+		})
+	}
+
+	t.Run("campaign", func(t *testing.T) {
+		f := startCoordFake(t)
+		f.set(func(f *coordFake) {
+			f.campaign = failing(lost, func(_ context.Context, req *catalogpb.CampaignRequest) (*catalogpb.CampaignResponse, error) {
+				return &catalogpb.CampaignResponse{Header: coordHeader(), Leader: &catalogpb.LeaderKey{Name: req.Name, Lease: req.Lease, Token: 4}}, nil
+			})
+		})
+		_, s := newFakeSession(t, f, Config{})
+		if err := NewElection(s, "e").Campaign(t.Context(), []byte("v")); err != nil {
+			t.Fatalf("Campaign: %v", err)
+		}
+		var reqs []*catalogpb.CampaignRequest
+		for _, m := range f.got("Campaign") {
+			reqs = append(reqs, m.(*catalogpb.CampaignRequest))
+		}
+		if len(reqs) != len(lost)+1 {
+			t.Fatalf("server got %d Campaign attempts, want %d", len(reqs), len(lost)+1)
+		}
+		checkRetryOf(t, reqs, 0)
+	})
 }
 
 // TestLockAnswersAreNotRetried: an answer about the wait itself ends the
@@ -256,7 +343,7 @@ func TestAbandonedWaitIsRemoved(t *testing.T) {
 	if len(reqs) != 2 {
 		t.Fatalf("Lock requests = %v, want the abandoned call rejoined once", reqs)
 	}
-	distinctWaiterIDs(t, "Lock", []uint64{reqs[0].GetWaiterId(), reqs[1].GetWaiterId()})
+	checkRetryOf(t, reqs, 0)
 	if reqs[1].GetLease() != s.Lease() || reqs[1].GetName() != "jobs" {
 		t.Errorf("rejoin = %v, want \"jobs\" on lease %d", reqs[1], s.Lease())
 	}
@@ -565,16 +652,23 @@ func dequeueRequests(f *coordFake) []*catalogpb.DequeueRequest {
 	return out
 }
 
-// checkRetryOf fails the test unless each Dequeue attempt has a fresh
-// waiter id and names in retry_of the ids of the attempts before it (the
-// most recent 16) since attempt from.
-func checkRetryOf(t *testing.T, reqs []*catalogpb.DequeueRequest, from int) {
+// An attemptRequest is a request of a blocking call that names its
+// earlier attempts (Lock, Campaign, Dequeue).
+type attemptRequest interface {
+	GetWaiterId() uint64
+	GetRetryOf() []uint64
+}
+
+// checkRetryOf fails the test unless each attempt (a Lock, Campaign or
+// Dequeue request) has a fresh waiter id and names in retry_of the ids of
+// the attempts before it (the most recent 16) since attempt from.
+func checkRetryOf[R attemptRequest](t *testing.T, reqs []R, from int) {
 	t.Helper()
 	var ids []uint64
 	for _, r := range reqs {
 		ids = append(ids, r.GetWaiterId())
 	}
-	distinctWaiterIDs(t, "Dequeue", ids)
+	distinctWaiterIDs(t, "blocking call", ids)
 	for i := from; i < len(reqs); i++ {
 		want := ids[from:i]
 		if len(want) > maxRetryOf {

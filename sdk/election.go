@@ -53,7 +53,7 @@ func (e *Election) Campaign(ctx context.Context, value []byte) error {
 	// Each attempt has its own waiter id (see waitAttempts).
 	attempts := &waitAttempts{}
 	resp, out, err := waitCall(ctx, e.s.c, e.s, func(ctx context.Context) (*catalogpb.CampaignResponse, error) {
-		req.WaiterId, _ = attempts.next()
+		req.WaiterId, req.RetryOf = attempts.next()
 		return client.Campaign(ctx, req)
 	})
 	if err != nil {
@@ -76,7 +76,7 @@ func (e *Election) Campaign(ctx context.Context, value []byte) error {
 func (e *Election) abandon(req *catalogpb.CampaignRequest, attempts *waitAttempts) {
 	client := e.s.c.electionClient()
 	done := e.s.cleanupWait(func(ctx context.Context) error {
-		req.WaiterId, _ = attempts.next()
+		req.WaiterId, req.RetryOf = attempts.next()
 		resp, err := client.Campaign(ctx, req)
 		if err != nil {
 			return err

@@ -53,7 +53,7 @@ func (l *locker) lock(ctx context.Context, mode catalogpb.LockMode, permits int6
 	// Each attempt has its own waiter id (see waitAttempts).
 	attempts := &waitAttempts{}
 	resp, out, err := waitCall(ctx, l.s.c, l.s, func(ctx context.Context) (*catalogpb.LockResponse, error) {
-		req.WaiterId, _ = attempts.next()
+		req.WaiterId, req.RetryOf = attempts.next()
 		return client.Lock(ctx, req)
 	})
 	if err != nil {
@@ -81,7 +81,7 @@ func (l *locker) lock(ctx context.Context, mode catalogpb.LockMode, permits int6
 func (l *locker) abandon(req *catalogpb.LockRequest, attempts *waitAttempts) {
 	client := l.s.c.lockClient()
 	done := l.s.cleanupWait(func(ctx context.Context) error {
-		req.WaiterId, _ = attempts.next()
+		req.WaiterId, req.RetryOf = attempts.next()
 		resp, err := client.Lock(ctx, req)
 		if err != nil || !resp.GetAcquired() {
 			return err

@@ -22,8 +22,10 @@ import (
 // the outcome. Holders and waiters are replicated state: a call that ends
 // because its member stops leaves its wait in place, and the client's
 // retry on another member with the same lease continues it (the SDK gives
-// each attempt its own waiter_id: the retry re-tags the wait or hold, so a
-// cancel for the earlier attempt's id no longer matches it).
+// each attempt its own waiter_id and names the earlier ones in retry_of:
+// the retry re-tags the wait or hold and retires those ids, so a cancel for
+// an earlier attempt's id no longer matches it, and an earlier attempt
+// applied late changes nothing instead of taking the place back).
 
 // maxCoordListLimit is the most names one List returns.
 const maxCoordListLimit = 10000
@@ -189,6 +191,10 @@ func (s *Server) acquire(ctx context.Context, what string, req *catalogpb.LockRe
 	defer sub.close()
 	resp, err := proposeLocks[*catalogpb.LockResponse](ctx, s, &catalogpb.LocksCommand{Op: &catalogpb.LocksCommand_Acquire{Acquire: req}})
 	if err != nil {
+		// This includes ErrSuperseded from apply: the attempt is an earlier
+		// one of a call whose later attempt (naming it in retry_of) took
+		// the place; it changed nothing, and the cancel endWait may propose
+		// names this attempt's id, which no longer matches the place.
 		return nil, s.endWait(ctx, err, catalogpb.CancelWaitCommand_LOCK, req.Name, req.Lease, req.WaiterId)
 	}
 	if resp.Acquired || req.Try {

@@ -254,9 +254,15 @@ type LockOwner struct {
 	UnixNano int64 `protobuf:"varint,7,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
 	// waiter_id names the call that queued or took this place: a retry with
 	// the same id continues it; another id supersedes it.
-	WaiterId      uint64 `protobuf:"varint,8,opt,name=waiter_id,json=waiterId,proto3" json:"waiter_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WaiterId uint64 `protobuf:"varint,8,opt,name=waiter_id,json=waiterId,proto3" json:"waiter_id,omitempty"`
+	// retired_waiter_ids are the waiter ids of earlier attempts of the call
+	// that holds this place (the retry_of of the attempt that took it, at
+	// most 16): an attempt named here is stale and changes nothing (it is
+	// answered WAIT_SUPERSEDED), so it cannot take the place back from the
+	// newer attempt, nor can its cancel undo what the newer one was granted.
+	RetiredWaiterIds []uint64 `protobuf:"varint,9,rep,packed,name=retired_waiter_ids,json=retiredWaiterIds,proto3" json:"retired_waiter_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *LockOwner) Reset() {
@@ -343,6 +349,13 @@ func (x *LockOwner) GetWaiterId() uint64 {
 		return x.WaiterId
 	}
 	return 0
+}
+
+func (x *LockOwner) GetRetiredWaiterIds() []uint64 {
+	if x != nil {
+		return x.RetiredWaiterIds
+	}
+	return nil
 }
 
 // LockState is a lock name as the replicated state stores it. A name with
@@ -463,7 +476,12 @@ type LockRequest struct {
 	// false and nothing is changed.
 	Try bool `protobuf:"varint,8,opt,name=try,proto3" json:"try,omitempty"`
 	// value: an election candidate's value (Campaign).
-	Value         []byte `protobuf:"bytes,9,opt,name=value,proto3" json:"value,omitempty"`
+	Value []byte `protobuf:"bytes,9,opt,name=value,proto3" json:"value,omitempty"`
+	// retry_of: waiter_ids of earlier attempts of this same call (at most
+	// 16, non-zero, not waiter_id). Taking over a place held under one of
+	// them retires those ids (LockOwner.retired_waiter_ids): an earlier
+	// attempt applied after this one then changes nothing.
+	RetryOf       []uint64 `protobuf:"varint,10,rep,packed,name=retry_of,json=retryOf,proto3" json:"retry_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -557,6 +575,13 @@ func (x *LockRequest) GetTry() bool {
 func (x *LockRequest) GetValue() []byte {
 	if x != nil {
 		return x.Value
+	}
+	return nil
+}
+
+func (x *LockRequest) GetRetryOf() []uint64 {
+	if x != nil {
+		return x.RetryOf
 	}
 	return nil
 }
@@ -1116,11 +1141,16 @@ func (x *ListLocksResponse) GetMore() bool {
 
 // Elections are LOCK_KIND_ELECTION lock names.
 type CampaignRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Lease         int64                  `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
-	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	WaiterId      uint64                 `protobuf:"varint,4,opt,name=waiter_id,json=waiterId,proto3" json:"waiter_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Lease int64                  `protobuf:"varint,2,opt,name=lease,proto3" json:"lease,omitempty"`
+	Value []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// waiter_id names this call, as LockRequest.waiter_id (0: the server
+	// picks one).
+	WaiterId uint64 `protobuf:"varint,4,opt,name=waiter_id,json=waiterId,proto3" json:"waiter_id,omitempty"`
+	// retry_of: waiter_ids of earlier attempts of this same call (at most
+	// 16), as LockRequest.retry_of.
+	RetryOf       []uint64 `protobuf:"varint,5,rep,packed,name=retry_of,json=retryOf,proto3" json:"retry_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1181,6 +1211,13 @@ func (x *CampaignRequest) GetWaiterId() uint64 {
 		return x.WaiterId
 	}
 	return 0
+}
+
+func (x *CampaignRequest) GetRetryOf() []uint64 {
+	if x != nil {
+		return x.RetryOf
+	}
+	return nil
 }
 
 type LeaderKey struct {
@@ -3663,7 +3700,7 @@ var File_catalogd_v1_locks_proto protoreflect.FileDescriptor
 
 const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\n" +
-	"\x17catalogd/v1/locks.proto\x12\vcatalogd.v1\x1a\x19catalogd/v1/catalog.proto\"\xe8\x01\n" +
+	"\x17catalogd/v1/locks.proto\x12\vcatalogd.v1\x1a\x19catalogd/v1/catalog.proto\"\x96\x02\n" +
 	"\tLockOwner\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12)\n" +
@@ -3672,7 +3709,8 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x05value\x18\x05 \x01(\fR\x05value\x12\x1a\n" +
 	"\brevision\x18\x06 \x01(\x03R\brevision\x12\x1b\n" +
 	"\tunix_nano\x18\a \x01(\x03R\bunixNano\x12\x1b\n" +
-	"\twaiter_id\x18\b \x01(\x04R\bwaiterId\"\x90\x02\n" +
+	"\twaiter_id\x18\b \x01(\x04R\bwaiterId\x12,\n" +
+	"\x12retired_waiter_ids\x18\t \x03(\x04R\x10retiredWaiterIds\"\x90\x02\n" +
 	"\tLockState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x15.catalogd.v1.LockKindR\x04kind\x12\x14\n" +
@@ -3680,7 +3718,7 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\aholders\x18\x04 \x03(\v2\x16.catalogd.v1.LockOwnerR\aholders\x120\n" +
 	"\awaiters\x18\x05 \x03(\v2\x16.catalogd.v1.LockOwnerR\awaiters\x12'\n" +
 	"\x0fcreate_revision\x18\x06 \x01(\x03R\x0ecreateRevision\x12!\n" +
-	"\fmod_revision\x18\a \x01(\x03R\vmodRevision\"\x82\x02\n" +
+	"\fmod_revision\x18\a \x01(\x03R\vmodRevision\"\x9d\x02\n" +
 	"\vLockRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\x03R\x05lease\x12)\n" +
@@ -3690,7 +3728,9 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x05limit\x18\x06 \x01(\x03R\x05limit\x12\x1b\n" +
 	"\twaiter_id\x18\a \x01(\x04R\bwaiterId\x12\x10\n" +
 	"\x03try\x18\b \x01(\bR\x03try\x12\x14\n" +
-	"\x05value\x18\t \x01(\fR\x05value\"\xa3\x01\n" +
+	"\x05value\x18\t \x01(\fR\x05value\x12\x19\n" +
+	"\bretry_of\x18\n" +
+	" \x03(\x04R\aretryOf\"\xa3\x01\n" +
 	"\fLockResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12\x1a\n" +
 	"\bacquired\x18\x02 \x01(\bR\bacquired\x12\x14\n" +
@@ -3726,12 +3766,13 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x11ListLocksResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12,\n" +
 	"\x05locks\x18\x02 \x03(\v2\x16.catalogd.v1.LockStateR\x05locks\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"n\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\x89\x01\n" +
 	"\x0fCampaignRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\x03R\x05lease\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1b\n" +
-	"\twaiter_id\x18\x04 \x01(\x04R\bwaiterId\"g\n" +
+	"\twaiter_id\x18\x04 \x01(\x04R\bwaiterId\x12\x19\n" +
+	"\bretry_of\x18\x05 \x03(\x04R\aretryOf\"g\n" +
 	"\tLeaderKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\x03R\x05lease\x12\x14\n" +

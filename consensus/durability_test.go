@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/server/v3/storage/wal"
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
 	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
 )
 
 // walCheckingSM is a state machine that records, for every entry it is
@@ -112,5 +116,91 @@ func TestSingleVoterAppliesOnlyWhatTheWALHolds(t *testing.T) {
 	}
 	if len(sm.unsaved) > 0 {
 		t.Fatalf("%d entries were applied before the WAL held them (first: index %d)", len(sm.unsaved), sm.unsaved[0])
+	}
+}
+
+// A lone voter restarted with entries in its WAL beyond the commit index the
+// WAL recorded (entries it had applied and answered before it died, the
+// commit index not yet written) must not serve a linearizable read from
+// before them: raft answers a lone voter's read index with the commit index
+// it knows at once, so the read waits for the first entry of the new term,
+// which commits them.
+func TestSingleVoterReadAfterRestartSeesUnrecordedCommits(t *testing.T) {
+	dir := t.TempDir()
+	start := func(sm *walCheckingSM) *Node {
+		t.Helper()
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := NewNode(Config{
+			ID: 1, ClusterID: 7,
+			Peers:        []Peer{{ID: 1, Name: "n1", Addr: lis.Addr().String()}},
+			DataDir:      dir,
+			TickInterval: 10 * time.Millisecond,
+			StateMachine: sm,
+			PeerListener: lis,
+			Logger:       slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sm.node = n
+		n.Start()
+		return n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	for round := range 5 {
+		sm := &walCheckingSM{}
+		n := start(sm)
+		if err := n.WaitLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.LinearizableRead(ctx); err != nil {
+			t.Fatal(err)
+		}
+		id := n.NewRequestID()
+		if _, err := n.Propose(ctx, id, []byte(fmt.Sprint(id))); err != nil {
+			t.Fatal(err)
+		}
+		n.Stop()
+
+		// Append three entries past the recorded commit index, as a
+		// member killed between answering them and writing the commit
+		// index leaves its WAL.
+		w, err := wal.Open(zap.NewNop(), filepath.Join(dir, "member", "wal"), walpb.Snapshot{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, hs, ents, err := w.ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := ents[len(ents)-1]
+		extra := make([]raftpb.Entry, 3)
+		for i := range extra {
+			extra[i] = raftpb.Entry{Term: last.Term, Index: last.Index + uint64(i) + 1, Type: raftpb.EntryNormal}
+		}
+		if err := w.Save(hs, extra); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		want := extra[2].Index
+
+		sm = &walCheckingSM{}
+		n = start(sm)
+		if err := n.WaitLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.LinearizableRead(ctx); err != nil {
+			t.Fatal(err)
+		}
+		got := sm.AppliedIndex()
+		n.Stop()
+		if got < want {
+			t.Fatalf("round %d: a linearizable read right after the restart returned with the state machine at index %d, before the WAL's entries up to %d (commit recorded at %d)", round, got, want, hs.Commit)
+		}
 	}
 }

@@ -109,6 +109,9 @@ type Node struct {
 	committed atomic.Uint64
 	applied   atomic.Uint64
 	pending   atomic.Int64
+	// termStart is, while this member leads, the index of the first entry
+	// of its term (the empty entry a new leader appends); 0 otherwise.
+	termStart atomic.Uint64
 
 	// Owned by the apply loop.
 	snapshotIndex uint64
@@ -355,6 +358,7 @@ func (n *Node) run() {
 		case rd := <-n.raft.Ready():
 			if rd.SoftState != nil {
 				isLeader = rd.SoftState.RaftState == raft.StateLeader
+				n.termStart.Store(0)
 				n.setLeader(rd.SoftState.Lead, isLeader)
 			}
 			if !raft.IsEmptyHardState(rd.HardState) {
@@ -362,6 +366,14 @@ func (n *Node) run() {
 				n.committed.Store(rd.HardState.Commit)
 				setGauge(n.m.Term, float64(rd.HardState.Term))
 				setGauge(n.m.CommitIndex, float64(rd.HardState.Commit))
+			}
+			if isLeader && n.termStart.Load() == 0 {
+				for _, e := range rd.Entries {
+					if e.Term == n.term.Load() {
+						n.termStart.Store(e.Index)
+						break
+					}
+				}
 			}
 			for _, rs := range rd.ReadStates {
 				n.offerReadState(rs)
@@ -923,6 +935,15 @@ func (n *Node) readLoop() {
 		start := time.Now()
 		idx, err := n.readIndex()
 		if err == nil {
+			// A lone voter answers a read index at once with the commit
+			// index it knows, which after a restart may stop short of
+			// entries of earlier terms that were answered before the
+			// commit index reached the WAL; they are committed with the
+			// first entry of its own term, so the read waits for that too
+			// (a leader of several voters answers only after it).
+			if ts := n.termStart.Load(); ts > idx && n.lead.Load() == n.cfg.ID {
+				idx = ts
+			}
 			select {
 			case <-n.appliedW.wait(idx):
 			case <-n.stopc:

@@ -1,15 +1,9 @@
 package locks
 
-// This file pins the package's API; the bodies live in the other files.
+// The package's kinds, errors and limits; the functions live in the other
+// files.
 
-import (
-	"errors"
-
-	"go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/catalogd/catalogd/api/catalogpb"
-)
+import "errors"
 
 // Event kinds (catalogpb.Event.Kind) and lease item kinds.
 const (
@@ -69,7 +63,3 @@ const (
 	// keeps in retired_waiter_ids.
 	MaxRetryOf = 16
 )
-
-var _ = bbolt.Tx{}
-var _ proto.Message
-var _ = catalogpb.LockKind_LOCK_KIND_MUTEX

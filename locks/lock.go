@@ -162,32 +162,30 @@ func lockLeases(st *catalogpb.LockState) []int64 {
 
 // moveItems attaches item (kind, key) to the leases in after but not
 // before, and detaches it from those in before but not after. Every lease in
-// after and not before must exist: the callers checked.
+// after and not before must exist: the callers checked. It runs in every
+// apply of a name, so it is linear in the owners, however many wait.
 func moveItems(tx *bbolt.Tx, kind, key string, before, after []int64) error {
+	had := make(map[int64]bool, len(before))
+	for _, id := range before {
+		had[id] = true
+	}
+	has := make(map[int64]bool, len(after))
 	for _, id := range after {
-		if !containsLease(before, id) {
+		has[id] = true
+		if !had[id] {
 			if err := lease.Attach(tx, id, kind, key); err != nil {
 				return err
 			}
 		}
 	}
 	for _, id := range before {
-		if !containsLease(after, id) {
+		if !has[id] {
 			if err := lease.Detach(tx, id, kind, key); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
-}
-
-func containsLease(ids []int64, id int64) bool {
-	for _, x := range ids {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // commitLock stores st, the new state of a name whose state was prev (nil:

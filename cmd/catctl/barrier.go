@@ -170,16 +170,11 @@ func newBarrierEnterCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			s, done, err := a.session(cmd, ttl)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			s, err := a.openSession(cmd, c, ttl)
-			if err != nil {
-				return err
-			}
-			defer a.closeSession(s, ttl)
+			defer done()
 			b := sdk.NewDoubleBarrier(s, name, count)
 			if err := b.Enter(cmd.Context()); err != nil {
 				if cmd.Context().Err() != nil {
@@ -255,17 +250,11 @@ func newBarrierLeaveCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			s, done, err := a.session(cmd, sessionFlags{leaseID: id})
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			sf := sessionFlags{leaseID: id}
-			s, err := a.openSession(cmd, c, sf)
-			if err != nil {
-				return err
-			}
-			defer a.closeSession(s, sf)
+			defer done()
 			if err := sdk.NewDoubleBarrier(s, name, 1).Leave(cmd.Context()); err != nil {
 				if cmd.Context().Err() != nil {
 					return fmt.Errorf("interrupted while waiting for the others to leave barrier %s (lease %d has left)", quoteKey(name), id)

@@ -52,20 +52,15 @@ func newElectCommand(a *app) *cobra.Command {
 			if err := sf.validate(cmd); err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			s, done, err := a.session(cmd, sf)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			s, err := a.openSession(cmd, c, sf)
-			if err != nil {
-				return err
-			}
-			defer a.closeSession(s, sf)
+			defer done()
 			e := sdk.NewElection(s, name)
 			fmt.Fprintf(a.stderr, "campaigning for %s with lease %d\n", name, s.Lease())
 			if err := e.Campaign(cmd.Context(), value); err != nil {
-				return a.acquireError(cmd, c, "election", name, err)
+				return a.acquireError(cmd, s.Client(), "election", name, err)
 			}
 			key := e.Key()
 			if a.jsonOutput() {

@@ -66,16 +66,11 @@ func newLockCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			s, done, err := a.session(cmd, sf)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			s, err := a.openSession(cmd, c, sf)
-			if err != nil {
-				return err
-			}
-			defer a.closeSession(s, sf)
+			defer done()
 			m := sdk.NewMutex(s, name)
 			if try {
 				ctx, cancel := a.commandContext(cmd)
@@ -85,7 +80,7 @@ func newLockCommand(a *app) *cobra.Command {
 				err = m.Lock(cmd.Context())
 			}
 			if err != nil {
-				return a.acquireError(cmd, c, "lock", name, err)
+				return a.acquireError(cmd, s.Client(), "lock", name, err)
 			}
 			unlock := func() error {
 				ctx, cancel := context.WithTimeout(context.Background(), a.commandTimeout)
@@ -153,9 +148,14 @@ func (f *sessionFlags) validate(cmd *cobra.Command) error {
 	return nil
 }
 
-// openSession grants the session's lease (or takes --lease) and keeps it
-// alive until closeSession.
-func (a *app) openSession(cmd *cobra.Command, c *sdk.Client, f sessionFlags) (*sdk.Session, error) {
+// session opens a client and a session on it: a lease granted (or --lease
+// taken) and kept alive until done, which revokes a granted lease and
+// closes the client.
+func (a *app) session(cmd *cobra.Command, f sessionFlags) (s *sdk.Session, done func(), err error) {
+	c, err := a.newClient()
+	if err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := a.commandContext(cmd)
 	defer cancel()
 	var opt sdk.SessionOption
@@ -164,14 +164,14 @@ func (a *app) openSession(cmd *cobra.Command, c *sdk.Client, f sessionFlags) (*s
 	} else {
 		opt = sdk.WithSessionTTL(f.ttl)
 	}
-	s, err := sdk.NewSession(ctx, c, opt)
-	if err != nil {
+	if s, err = sdk.NewSession(ctx, c, opt); err != nil {
+		c.Close()
 		if f.leaseID != 0 {
-			return nil, fmt.Errorf("use lease %d: %w", f.leaseID, err)
+			return nil, nil, fmt.Errorf("use lease %d: %w", f.leaseID, err)
 		}
-		return nil, fmt.Errorf("grant a lease of %v: %w", f.ttl, err)
+		return nil, nil, fmt.Errorf("grant a lease of %v: %w", f.ttl, err)
 	}
-	return s, nil
+	return s, func() { a.closeSession(s, f); c.Close() }, nil
 }
 
 // closeSession revokes the lease catctl granted, which releases whatever is

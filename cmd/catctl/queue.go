@@ -127,16 +127,11 @@ func newQueuePopCommand(a *app) *cobra.Command {
 			if sf.leaseID == 0 && (ttl < time.Second || ttl%time.Second != 0) {
 				return usageErrorf(cmd, "--ttl must be a whole number of seconds, at least 1s, got %v", ttl)
 			}
-			c, err := a.newClient()
+			s, done, err := a.session(cmd, sf)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			s, err := a.openSession(cmd, c, sf)
-			if err != nil {
-				return err
-			}
-			defer a.closeSession(s, sf)
+			defer done()
 			q := sdk.NewQueue(s, name)
 			var item *catalogpb.QueueItem
 			if try {
@@ -199,17 +194,11 @@ func newQueueAckCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			s, done, err := a.session(cmd, sessionFlags{leaseID: leaseID})
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			sf := sessionFlags{leaseID: leaseID}
-			s, err := a.openSession(cmd, c, sf)
-			if err != nil {
-				return err
-			}
-			defer a.closeSession(s, sf)
+			defer done()
 			ctx, cancel := a.commandContext(cmd)
 			defer cancel()
 			if err := sdk.NewQueue(s, name).Ack(ctx, id); err != nil {

@@ -53,16 +53,11 @@ func newSemAcquireCommand(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.newClient()
+			s, done, err := a.session(cmd, sf)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			s, err := a.openSession(cmd, c, sf)
-			if err != nil {
-				return err
-			}
-			defer a.closeSession(s, sf)
+			defer done()
 			sem := sdk.NewSemaphore(s, name, permits)
 			if try {
 				ctx, cancel := a.commandContext(cmd)
@@ -72,7 +67,7 @@ func newSemAcquireCommand(a *app) *cobra.Command {
 				err = sem.Acquire(cmd.Context(), take)
 			}
 			if err != nil {
-				return a.acquireError(cmd, c, "semaphore", name, err)
+				return a.acquireError(cmd, s.Client(), "semaphore", name, err)
 			}
 			release := func() error {
 				ctx, cancel := context.WithTimeout(context.Background(), a.commandTimeout)

@@ -26,6 +26,8 @@ type walCheckingSM struct {
 	applied  uint64
 	unsaved  []uint64
 	appliedN int
+	// ids counts how often each request id was applied.
+	ids map[uint64]int
 }
 
 func (sm *walCheckingSM) AppliedIndex() uint64 {
@@ -43,6 +45,10 @@ func (sm *walCheckingSM) ApplyBatch(ents []raftpb.Entry, deliver func([]Result))
 			sm.unsaved = append(sm.unsaved, e.Index)
 		}
 		results[i] = Result{ID: requestIDOf(e)}
+		if sm.ids == nil {
+			sm.ids = make(map[uint64]int)
+		}
+		sm.ids[results[i].ID]++
 		sm.applied = e.Index
 		sm.appliedN++
 	}

@@ -112,6 +112,17 @@ type Node struct {
 	// termStart is, while this member leads, the index of the first entry
 	// of its term (the empty entry a new leader appends); 0 otherwise.
 	termStart atomic.Uint64
+	// lastIndex is the index of the last entry the Ready loop wrote to the
+	// WAL; while it is above committed, a round of appends is in flight.
+	lastIndex atomic.Uint64
+	// appendGen counts the Readies whose entries the Ready loop wrote.
+	appendGen atomic.Uint64
+	// progressC is poked (without blocking) when the Ready loop wrote
+	// entries or the commit index advanced.
+	progressC chan struct{}
+	// fwdc carries the entries of proposals other members forwarded to this
+	// leader to the propose loop, which batches them with its own.
+	fwdc chan []raftpb.Entry
 
 	// Owned by the apply loop.
 	snapshotIndex uint64
@@ -153,6 +164,8 @@ func NewNode(cfg Config) (*Node, error) {
 		applyc:         make(chan toApply, 64),
 		readStateC:     make(chan raft.ReadState, 1),
 		readWaitC:      make(chan struct{}, 1),
+		progressC:      make(chan struct{}, 1),
+		fwdc:           make(chan []raftpb.Entry, 1024),
 		nextRound:      &readRound{done: make(chan struct{})},
 		leaderChangedC: make(chan struct{}),
 		removed:        make(map[uint64]bool),
@@ -351,6 +364,9 @@ func (n *Node) run() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	isLeader := false
+	// synced is the hard state last written; the WAL fsyncs a save only
+	// when it holds entries or changes the term or vote (raft.MustSync).
+	var synced raftpb.HardState
 	for {
 		select {
 		case <-ticker.C:
@@ -363,7 +379,9 @@ func (n *Node) run() {
 			}
 			if !raft.IsEmptyHardState(rd.HardState) {
 				n.term.Store(rd.HardState.Term)
-				n.committed.Store(rd.HardState.Commit)
+				if n.committed.Swap(rd.HardState.Commit) != rd.HardState.Commit {
+					n.pokeProgress()
+				}
 				setGauge(n.m.Term, float64(rd.HardState.Term))
 				setGauge(n.m.CommitIndex, float64(rd.HardState.Commit))
 			}
@@ -390,7 +408,7 @@ func (n *Node) run() {
 			// The leader sends before it writes to its disk (raft thesis
 			// 10.2.1): its own fsync then overlaps the followers'.
 			if isLeader {
-				n.transport.Send(rd.Messages)
+				n.transport.Send(coalesceAppends(rd.Messages))
 			}
 			if !raft.IsEmptySnap(rd.Snapshot) {
 				if err := n.snapshotter.SaveSnap(rd.Snapshot); err != nil {
@@ -403,8 +421,11 @@ func (n *Node) run() {
 				n.fatal("save wal", err)
 				return
 			}
-			if raft.MustSync(rd.HardState, raftpb.HardState{}, len(rd.Entries)) {
+			if len(rd.Entries) > 0 || (!raft.IsEmptyHardState(rd.HardState) && raft.MustSync(rd.HardState, synced, 0)) {
 				observe(n.m.WALFsyncSeconds, time.Since(start).Seconds())
+			}
+			if !raft.IsEmptyHardState(rd.HardState) {
+				synced = rd.HardState
 			}
 			if !raft.IsEmptySnap(rd.Snapshot) {
 				md := rd.Snapshot.Metadata
@@ -423,6 +444,11 @@ func (n *Node) run() {
 				n.fatal("append to raft storage", err)
 				return
 			}
+			if len(rd.Entries) > 0 {
+				n.lastIndex.Store(rd.Entries[len(rd.Entries)-1].Index)
+				n.appendGen.Add(1)
+				n.pokeProgress()
+			}
 			if !isLeader {
 				notifyc <- struct{}{}
 				// A follower or candidate waits for committed membership changes
@@ -435,7 +461,7 @@ func (n *Node) run() {
 						return
 					}
 				}
-				n.transport.Send(rd.Messages)
+				n.transport.Send(coalesceAppends(rd.Messages))
 			} else {
 				notifyc <- struct{}{}
 			}
@@ -443,6 +469,14 @@ func (n *Node) run() {
 		case <-n.stopc:
 			return
 		}
+	}
+}
+
+// pokeProgress wakes the propose loop if it holds a batch (see proposeLoop).
+func (n *Node) pokeProgress() {
+	select {
+	case n.progressC <- struct{}{}:
+	default:
 	}
 }
 
@@ -854,47 +888,100 @@ func (n *Node) Propose(ctx context.Context, id uint64, data []byte) (Result, err
 }
 
 // proposeLoop batches queued proposals into one raft step: many entries per
-// MsgProp means one trip through the raft goroutine for all of them.
+// MsgProp means one trip through the raft goroutine for all of them. On the
+// leader it also takes the proposals other members forward, and while a
+// round of appends is in flight it holds the next batch until that round
+// commits (or ProposalHold passes): one WAL fsync and one message per
+// follower then carry every proposal that arrived during the round, instead
+// of one each. A proposal that arrives while nothing is in flight goes out
+// at once.
 func (n *Node) proposeLoop() {
 	ids := make([]uint64, 0, n.cfg.MaxProposalBatch)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var ents []raftpb.Entry
+	var hold *time.Timer
+	// stepped and stepGen: a batch was stepped while appendGen was stepGen;
+	// until appendGen moves on, it is on its way to the WAL.
+	stepped, stepGen := false, uint64(0)
+	inFlight := func() bool {
+		return (stepped && n.appendGen.Load() == stepGen) || n.lastIndex.Load() > n.committed.Load()
+	}
+	add := func(p proposal) {
+		ents = append(ents, raftpb.Entry{Data: p.data})
+		ids = append(ids, p.id)
+	}
 	for {
+		ents, ids = nil, ids[:0]
 		select {
 		case p := <-n.propc:
 			// A fresh slice each time: Step hands the entries to the raft
 			// goroutine and returns before raft has appended them.
-			ents := make([]raftpb.Entry, 1, min(len(n.propc)+1, n.cfg.MaxProposalBatch))
-			ents[0] = raftpb.Entry{Data: p.data}
-			ids = append(ids[:0], p.id)
-		drain:
-			for len(ents) < n.cfg.MaxProposalBatch {
-				select {
-				case p := <-n.propc:
-					ents = append(ents, raftpb.Entry{Data: p.data})
-					ids = append(ids, p.id)
-				default:
-					break drain
-				}
-			}
-			var err error
-			if lead := n.lead.Load(); lead == 0 {
-				err = ErrNoLeader
-			} else if lead != n.cfg.ID && !n.transport.PeerActive(lead) {
-				// Raft would forward the entries into a queue that is being
-				// discarded: refuse them now, so the caller tries elsewhere
-				// instead of waiting out its deadline.
-				err = fmt.Errorf("%w: leader %x is unreachable from this member", ErrNoLeader, lead)
-			} else if serr := n.raft.Step(ctx, raftpb.Message{Type: raftpb.MsgProp, Entries: ents}); serr != nil {
-				err = fmt.Errorf("%w: %v", ErrNoLeader, serr)
-			}
-			if err != nil {
-				for _, id := range ids {
-					n.waits.trigger(id, Result{ID: id, Err: err})
-				}
-			}
+			ents = make([]raftpb.Entry, 0, min(len(n.propc)+1, n.cfg.MaxProposalBatch))
+			add(p)
+		case fw := <-n.fwdc:
+			ents = append(make([]raftpb.Entry, 0, len(fw)+len(n.propc)), fw...)
 		case <-n.stopc:
 			return
+		}
+	drain:
+		for len(ents) < n.cfg.MaxProposalBatch {
+			select {
+			case p := <-n.propc:
+				add(p)
+			case fw := <-n.fwdc:
+				ents = append(ents, fw...)
+			default:
+				break drain
+			}
+		}
+		if n.cfg.ProposalHold > 0 && n.lead.Load() == n.cfg.ID && inFlight() {
+			if hold == nil {
+				hold = time.NewTimer(n.cfg.ProposalHold)
+			} else {
+				hold.Reset(n.cfg.ProposalHold)
+			}
+			leaderChanged := n.leaderChanged()
+		wait:
+			for len(ents) < n.cfg.MaxProposalBatch && inFlight() {
+				select {
+				case p := <-n.propc:
+					add(p)
+				case fw := <-n.fwdc:
+					ents = append(ents, fw...)
+				case <-n.progressC:
+				case <-hold.C:
+					break wait
+				case <-leaderChanged:
+					// The round in flight may never commit here.
+					break wait
+				case <-n.stopc:
+					return
+				}
+			}
+			hold.Stop()
+		}
+		var err error
+		stepped = false
+		if lead := n.lead.Load(); lead == 0 {
+			err = ErrNoLeader
+		} else if lead != n.cfg.ID && !n.transport.PeerActive(lead) {
+			// Raft would forward the entries into a queue that is being
+			// discarded: refuse them now, so the caller tries elsewhere
+			// instead of waiting out its deadline.
+			err = fmt.Errorf("%w: leader %x is unreachable from this member", ErrNoLeader, lead)
+		} else {
+			gen := n.appendGen.Load()
+			if serr := n.raft.Step(ctx, raftpb.Message{Type: raftpb.MsgProp, Entries: ents}); serr != nil {
+				err = fmt.Errorf("%w: %v", ErrNoLeader, serr)
+			} else {
+				stepped, stepGen = true, gen
+			}
+		}
+		if err != nil {
+			for _, id := range ids {
+				n.waits.trigger(id, Result{ID: id, Err: err})
+			}
 		}
 	}
 }
@@ -1014,6 +1101,15 @@ func (n *Node) Process(ctx context.Context, m raftpb.Message) error {
 			n.lg.Error("stopping: raft log lost", "err", err)
 			n.fail(err)
 			return err
+		}
+	}
+	if m.Type == raftpb.MsgProp && n.cfg.ProposalHold > 0 && n.lead.Load() == n.cfg.ID {
+		// Batched with this leader's own proposals (proposeLoop). A full
+		// queue falls back to raft directly.
+		select {
+		case n.fwdc <- m.Entries:
+			return nil
+		default:
 		}
 	}
 	return n.raft.Step(ctx, m)

@@ -127,6 +127,10 @@ type Config struct {
 	MaxInflightMsgs int    // default 512
 	// MaxProposalBatch caps the entries of one proposal step.
 	MaxProposalBatch int // default 512
+	// ProposalHold is how long the leader holds new proposals while a round
+	// of appends is in flight, to send them together when it commits; 0
+	// sends every batch at once.
+	ProposalHold time.Duration
 
 	StateMachine StateMachine
 	// PeerListener is the listener the peer gRPC server serves on; the node

@@ -171,6 +171,10 @@ func (cfg Config) baseDialOptions() []grpc.DialOption {
 		grpc.WithConnectParams(connect),
 		// A large range may exceed gRPC's 4 MiB default; the server bounds it.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+		// Fixed flow-control windows turn off gRPC's bandwidth estimator,
+		// whose pings otherwise follow most answers on a busy connection.
+		// 4 MiB per round trip: 80 MB/s from a server 50 ms away.
+		grpc.WithInitialWindowSize(4 << 20), grpc.WithInitialConnWindowSize(4 << 20),
 	}
 	if cfg.ClusterID != 0 {
 		opts = append(opts, grpc.WithChainUnaryInterceptor(checkClusterID(cfg.ClusterID)))

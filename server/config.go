@@ -54,6 +54,12 @@ type Config struct {
 	// LeaseRevokeRate caps how many expired leases the leader revokes per
 	// second, so a mass expiry cannot crowd the log.
 	LeaseRevokeRate int
+	// ProposalHold is how long the leader holds new proposals while a round
+	// of appends is in flight, so that they go out together when it commits
+	// (one WAL fsync and one append per follower for all of them); 0 sends
+	// each batch at once. A proposal that finds no round in flight is never
+	// held.
+	ProposalHold time.Duration
 	// DisableHealthChecks stops this server from probing instances. For
 	// tests only: the other servers still count it as one of the checkers.
 	DisableHealthChecks bool
@@ -65,6 +71,10 @@ type Config struct {
 	// Drop, for tests, drops peer messages between chosen members.
 	Drop consensus.DropFunc
 }
+
+// maxProposalHold bounds --proposal-hold: a hold is added to the latency
+// of the writes it delays.
+const maxProposalHold = 100 * time.Millisecond
 
 // DefaultConfig returns the configuration of `catalogd` with no flags.
 func DefaultConfig() Config {
@@ -85,6 +95,7 @@ func DefaultConfig() Config {
 
 		WatchProgressInterval: 10 * time.Second,
 		LeaseRevokeRate:       1000,
+		ProposalHold:          2 * time.Millisecond,
 	}
 }
 
@@ -132,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaseRevokeRate < 1 {
 		return fmt.Errorf("--lease-revoke-rate must be at least 1 (revokes per second), got %d", c.LeaseRevokeRate)
+	}
+	if c.ProposalHold < 0 || c.ProposalHold > maxProposalHold {
+		return fmt.Errorf("--proposal-hold must be between 0 (off) and %v, got %v", maxProposalHold, c.ProposalHold)
 	}
 	if c.Join != "" {
 		if c.InitialCluster != "" {

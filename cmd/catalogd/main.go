@@ -68,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (server.Config, slog.Level, err
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "bound on a request whose client set no deadline")
 	fs.DurationVar(&cfg.WatchProgressInterval, "watch-progress-interval", cfg.WatchProgressInterval, "idle time after which a watch that asked for progress notifications gets one")
 	fs.IntVar(&cfg.LeaseRevokeRate, "lease-revoke-rate", cfg.LeaseRevokeRate, "expired leases the leader revokes per second at most")
+	fs.DurationVar(&cfg.ProposalHold, "proposal-hold", cfg.ProposalHold, "how long the leader holds new writes while a round of appends is in flight, to send them together when it commits (0: off)")
 	fs.BoolVar(&cfg.EnablePprof, "enable-pprof", false, "serve Go's profiler on the HTTP address under /debug/pprof/")
 	configFile := fs.String("config", "", "YAML file of flag values (flag name: value); flags given on the command line win")
 	level := fs.String("log-level", "info", "debug, info, warn or error")

@@ -189,6 +189,8 @@ func TestBadFlags(t *testing.T) {
 		{"bad client address", []string{"--client-addr", "localhost"}, "--client-addr"},
 		{"stray argument", []string{"serve"}, "unexpected argument"},
 		{"bad log level", []string{"--log-level", "loud"}, "--log-level"},
+		{"negative proposal hold", []string{"--proposal-hold", "-1ms"}, "--proposal-hold must be between 0 (off) and 100ms, got -1ms"},
+		{"proposal hold too long", []string{"--proposal-hold", "1s"}, "--proposal-hold must be between 0 (off) and 100ms, got 1s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,5 +1,6 @@
 // Package consensus runs one raft group: a go.etcd.io/raft/v3 node, its WAL and
-// snapshots (etcd's wal and snap packages), the gRPC peer transport, proposals
+// snapshots (etcd's wal and snap packages), the peer transport (a TCP stream
+// per peer for messages, gRPC for snapshots, on one port), proposals
 // that wake their caller through a wait registry, and linearizable reads.
 //
 // # The Ready loop
@@ -12,7 +13,8 @@
 //  3. Committed entries (and an incoming snapshot) go to the apply loop. The
 //     apply loop runs concurrently with the disk writes below; committed entries
 //     are durable on a quorum already.
-//  4. A leader sends its messages now, before its own fsync (raft thesis
+//  4. A leader sends its messages now (contiguous appends to one follower
+//     merged into one), before its own fsync (raft thesis
 //     10.2.1): its disk write overlaps the followers'. Safe because a leader
 //     counts its own vote only after persisting (raft self-acks after Advance).
 //  5. Persist: an incoming snapshot to the snap dir, then hard state and
@@ -40,7 +42,11 @@
 // # Proposals and reads
 //
 // Proposals queue on a channel; one goroutine drains it into a single MsgProp
-// of many entries. Linearizable reads share ReadIndex rounds: every reader
+// of many entries. On the leader it also takes the proposals followers
+// forward while a round is in flight, and holds the next batch until that
+// round commits (or Config.ProposalHold passes): one fsync and one append
+// per follower then carry all the writes that arrived meanwhile. A proposal
+// that finds nothing in flight is not held. Linearizable reads share ReadIndex rounds: every reader
 // that arrives while a round is in flight joins the next one, which waits
 // until the applied index reaches the read index.
 //

@@ -48,6 +48,10 @@ const (
 	readIndexTimeout = 5 * time.Second
 )
 
+// snapshotCheckInterval is how often the apply loop checks, between
+// applies, whether a snapshot is due.
+const snapshotCheckInterval = 100 * time.Millisecond
+
 // walMetadata identifies the member and cluster a WAL belongs to.
 type walMetadata struct {
 	MemberID  uint64 `json:"member_id"`
@@ -337,7 +341,7 @@ func (n *Node) Start() {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			if err := n.peerServer.Serve(n.cfg.PeerListener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			if err := n.transport.Serve(n.cfg.PeerListener, n.peerServer); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				n.lg.Error("peer server stopped", "err", err)
 			}
 		}()
@@ -586,8 +590,16 @@ func (n *Node) leaderChanged() <-chan struct{} {
 // queued when it wakes is applied together: one state machine commit (and its
 // fsync) covers several Readies, so batches grow with the load.
 func (n *Node) applyLoop() {
+	// The state machine may make applied entries durable after it applied
+	// them (a batched commit), and a snapshot waits for that: look again
+	// now and then, so a burst of writes followed by quiet is compacted
+	// too, not only at the next apply.
+	snapTicker := time.NewTicker(snapshotCheckInterval)
+	defer snapTicker.Stop()
 	for {
 		select {
+		case <-snapTicker.C:
+			n.maybeSnapshot()
 		case ap := <-n.applyc:
 			aps := []toApply{ap}
 		drain:
@@ -1103,9 +1115,9 @@ func (n *Node) Process(ctx context.Context, m raftpb.Message) error {
 			return err
 		}
 	}
-	if m.Type == raftpb.MsgProp && n.cfg.ProposalHold > 0 && n.lead.Load() == n.cfg.ID {
-		// Batched with this leader's own proposals (proposeLoop). A full
-		// queue falls back to raft directly.
+	if m.Type == raftpb.MsgProp && n.cfg.ProposalHold > 0 && n.lead.Load() == n.cfg.ID && n.lastIndex.Load() > n.committed.Load() {
+		// A round is in flight: batched with this leader's own proposals
+		// (proposeLoop). A full queue falls back to raft directly.
 		select {
 		case n.fwdc <- m.Entries:
 			return nil

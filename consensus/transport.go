@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/catalogd/catalogd/api/catalogpb"
 )
@@ -119,10 +120,11 @@ func isRemovedRefusal(err error) bool {
 	return ok && st.Code() == codes.PermissionDenied && strings.Contains(st.Message(), removedMessage)
 }
 
-// A GRPCTransport is a Transport that carries raft messages over gRPC: a
-// long-lived client stream per peer for ordinary messages, batched, and a
-// separate stream per snapshot. It also serves the Raft service, delivering
-// what other members send to its Handler.
+// A GRPCTransport is a Transport that carries raft messages on a long-lived
+// TCP stream per peer, batched (rawstream.go), and each snapshot on its own
+// gRPC stream (the Raft service's Snapshot). Serve serves both on the peer
+// port, delivering what other members send to its Handler. (The Raft
+// service's Stream method is no longer served: the TCP stream replaced it.)
 //
 // The Handler's ReportUnreachable may be called from Send (when a peer's queue
 // is full), so it must not wait for the goroutine that calls Send; raft's
@@ -146,6 +148,8 @@ type GRPCTransport struct {
 	// handlerWG counts incoming calls into the Handler, so that Stop can wait
 	// for them. Add happens under mu while !stopped.
 	handlerWG sync.WaitGroup
+	// batchesReceived counts the raft batches received (tests).
+	batchesReceived atomic.Int64
 }
 
 var _ Transport = (*GRPCTransport)(nil)
@@ -511,51 +515,48 @@ func (p *peer) run() {
 	}
 }
 
-// stream opens one stream to the peer and sends batches on it until it fails
-// or the peer is stopped. It reports whether the stream was opened, and why it
-// ended.
+// stream opens one raft stream to the peer (see rawstream.go) and sends
+// batches on it until it fails or the peer is stopped. It reports whether
+// the stream was opened, and why it ended.
 func (p *peer) stream() (established bool, err error) {
 	if p.conn == nil {
 		return false, p.connErr
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
 	defer cancel()
-	stream, err := openWithin(ctx, cancel, p.t.cfg.DialTimeout, p.client.Stream)
+	c, bw, err := p.openStream(ctx)
 	if err != nil {
 		return false, fmt.Errorf("open raft stream: %w", err)
 	}
+	defer c.Close()
+	// Closing the connection is what ends a blocked write or read.
+	stopClosing := context.AfterFunc(ctx, func() { c.Close() })
+	defer stopClosing()
 	p.active.Store(true)
 	defer p.active.Store(false)
 	p.logger.Debug("raft stream to peer established")
 
-	// The peer answers a client stream only when it ends it (refusal,
-	// shutdown, broken connection). Waiting for that answer alongside the
-	// writes notices it at once, even while there is nothing to send.
+	// The peer answers only to refuse the envelope or to end the stream
+	// (shutdown, a message it cannot take). Reading alongside the writes
+	// notices that at once, even while there is nothing to send.
 	endedC := make(chan error, 1)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		err := stream.RecvMsg(new(catalogpb.RaftAck))
-		if err == nil {
-			err = errors.New("peer closed the raft stream")
-		}
-		endedC <- err
+		endedC <- readAnswers(c)
 		cancel()
 	}()
-
-	w := newWatchdog(cancel)
-	defer w.stop()
-	batch := &catalogpb.RaftBatch{ClusterId: p.t.cfg.ClusterID, From: p.t.cfg.ID, To: p.id}
-	// An empty batch first: the peer checks the envelope at once, so a
-	// member removed from the cluster hears so even while it has nothing
-	// to send.
-	if err := w.run(p.t.writeTimeout, func() error { return stream.Send(batch) }); err != nil {
+	// failed returns why a write failed: the peer's own reason, if it gave
+	// one, says more than a broken pipe.
+	failed := func(what string, err error) error {
 		cancel()
-		if ended := <-endedC; !w.fired && status.Code(ended) != codes.Canceled {
+		if ended := <-endedC; status.Code(ended) != codes.Unknown {
 			err = ended
 		}
-		return true, fmt.Errorf("send raft stream envelope: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
+	batch := &catalogpb.RaftBatch{}
+	var buf []byte
 	var carry []byte // a message that did not fit in the previous batch
 	for {
 		if carry == nil {
@@ -574,12 +575,19 @@ func (p *peer) stream() (established bool, err error) {
 			}
 		}
 		batch.Msgs, carry = p.fillBatch(batch.Msgs[:0], carry)
-		if err := w.run(p.t.writeTimeout, func() error { return stream.Send(batch) }); err != nil {
-			cancel()
-			if ended := <-endedC; !w.fired && status.Code(ended) != codes.Canceled {
-				err = ended // the peer's reason says more than io.EOF
+		if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], batch); err != nil {
+			return true, fmt.Errorf("marshal raft batch: %w", err)
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(p.t.writeTimeout))
+		if err = writeFrame(bw, buf); err == nil {
+			err = bw.Flush()
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				err = fmt.Errorf("write did not finish within %v: %w", p.t.writeTimeout, err)
 			}
-			return true, fmt.Errorf("send raft batch of %d messages: %w", len(batch.Msgs), err)
+			return true, failed(fmt.Sprintf("send raft batch of %d messages", len(batch.Msgs)), err)
 		}
 	}
 }
@@ -696,37 +704,6 @@ func fmtID(id uint64) string { return fmt.Sprintf("%x", id) }
 type raftServer struct {
 	catalogpb.UnimplementedRaftServer
 	t *GRPCTransport
-}
-
-// Stream delivers every message of every batch to the Handler, in order. A
-// batch from another cluster or for another member ends the stream with
-// FailedPrecondition.
-func (s *raftServer) Stream(stream grpc.ClientStreamingServer[catalogpb.RaftBatch, catalogpb.RaftAck]) error {
-	ctx, cancel := s.t.incomingContext(stream.Context())
-	defer cancel()
-	var m raftpb.Message
-	for {
-		batch, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return stream.SendAndClose(&catalogpb.RaftAck{})
-			}
-			return err
-		}
-		if err := s.t.checkEnvelope(batch.GetClusterId(), batch.GetFrom(), batch.GetTo()); err != nil {
-			return err
-		}
-		for i, raw := range batch.GetMsgs() {
-			m = raftpb.Message{}
-			if err := m.Unmarshal(raw); err != nil {
-				return status.Errorf(codes.InvalidArgument,
-					"message %d of batch from member %s is not a raft message: %v", i, fmtID(batch.GetFrom()), err)
-			}
-			if err := s.t.process(ctx, m); err != nil {
-				return err
-			}
-		}
-	}
 }
 
 // incomingContext returns a context for handling an incoming stream that is

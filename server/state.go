@@ -233,6 +233,8 @@ func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus
 	rev := sm.revision.Load()
 	events := tx.Bucket(eventsBucket)
 	var cmd catalogpb.Command
+	// full: commit at the end of the batch.
+	full := false
 	for i := range ents {
 		e := &ents[i]
 		if len(e.Data) == 0 {
@@ -242,6 +244,10 @@ func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus
 		if err := proto.Unmarshal(e.Data, &cmd); err != nil {
 			results[i] = consensus.Result{Err: fmt.Errorf("%w: undecodable command at index %d: %v", registry.ErrInvalidArgument, e.Index, err)}
 			continue
+		}
+		if _, ok := cmd.Op.(*catalogpb.Command_MemberAttributes); ok {
+			// Members are read without committing (viewCommitted).
+			full = true
 		}
 		value, evs, err := sm.applyCommand(tx, rev+1, &cmd)
 		if err == nil && len(evs) > 0 {
@@ -262,7 +268,7 @@ func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus
 	sm.m.DBSize.Set(float64(tx.Size()))
 	sm.wtxApplied = applied
 	sm.wtxEntries += len(ents)
-	full := sm.wtxEntries >= maxPendingEntries
+	full = full || sm.wtxEntries >= maxPendingEntries
 	sm.revision.Store(rev)
 	if !sm.pending.Swap(true) {
 		time.AfterFunc(sm.commitInterval, sm.commitLater)
@@ -502,7 +508,7 @@ func (sm *stateMachine) Members() ([]consensus.Peer, error) {
 // RemovedMembers implements consensus.StateMachine.
 func (sm *stateMachine) RemovedMembers() ([]uint64, error) {
 	var ids []uint64
-	err := sm.view(func(tx *bbolt.Tx) error {
+	err := sm.viewCommitted(func(tx *bbolt.Tx) error {
 		return tx.Bucket(removedBucket).ForEach(func(k, _ []byte) error {
 			if len(k) == 8 {
 				ids = append(ids, binary.BigEndian.Uint64(k))
@@ -515,7 +521,7 @@ func (sm *stateMachine) RemovedMembers() ([]uint64, error) {
 
 func (sm *stateMachine) members() ([]member, error) {
 	var out []member
-	err := sm.view(func(tx *bbolt.Tx) error {
+	err := sm.viewCommitted(func(tx *bbolt.Tx) error {
 		return tx.Bucket(membersBucket).ForEach(func(k, v []byte) error {
 			var m member
 			if err := json.Unmarshal(v, &m); err != nil {
@@ -610,6 +616,18 @@ func (sm *stateMachine) view(fn func(tx *bbolt.Tx) error) error {
 	sm.mu.RLock()
 	defer sm.mu.RUnlock()
 	sm.commit()
+	return sm.db.View(fn)
+}
+
+// viewCommitted runs fn in a read transaction of what the store has
+// committed, without committing the open write transaction first: for the
+// members and removed members, which are committed as they are applied
+// (ApplyConfChange commits; a batch with member attributes commits at its
+// end). The health checker and the lease relay read them often, and a
+// commit costs two fsyncs and stalls apply meanwhile.
+func (sm *stateMachine) viewCommitted(fn func(tx *bbolt.Tx) error) error {
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
 	return sm.db.View(fn)
 }
 

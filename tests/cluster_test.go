@@ -252,7 +252,6 @@ func TestFollowerCatchesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	c.Restart(follower)
 	fc := c.Client(t, follower)
 	framework.Eventually(t, catchUpWait, fmt.Sprintf("restarted follower %d catches up", follower), func(ctx context.Context) error {
@@ -409,6 +408,15 @@ func TestSnapshotCatchUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The leader snapshots once its store has committed what it applied
+	// (batched, within 100ms): its first snapshot, past index 100,
+	// compacts its log past everything the follower holds.
+	framework.Eventually(t, stepWait, "the leader takes a snapshot", func(context.Context) error {
+		if n := metricValue(t, c, leader, "catalogd_server_snapshots_saved_total"); n < 1 {
+			return fmt.Errorf("leader saved %v snapshots", n)
+		}
+		return nil
+	})
 
 	c.Restart(follower)
 	framework.Eventually(t, catchUpWait, fmt.Sprintf("restarted follower %d reaches the leader's applied index and revision", follower), func(ctx context.Context) error {

@@ -17,6 +17,12 @@ import (
 // read-index latency histogram's sample count in /metrics.
 func readIndexRounds(t *testing.T, c *framework.Cluster, i int) int {
 	t.Helper()
+	return int(metricValue(t, c, i, "catalogd_server_read_index_duration_seconds_count"))
+}
+
+// metricValue reads the value of an unlabelled metric from member i's /metrics.
+func metricValue(t *testing.T, c *framework.Cluster, i int, name string) float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + c.HTTPAddr(i) + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -24,15 +30,15 @@ func readIndexRounds(t *testing.T, c *framework.Cluster, i int) int {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "catalogd_server_read_index_duration_seconds_count "); ok {
-			n, err := strconv.Atoi(v)
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			n, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				t.Fatalf("read index count %q: %v", v, err)
+				t.Fatalf("%s %q: %v", name, v, err)
 			}
 			return n
 		}
 	}
-	t.Fatalf("member %d's /metrics has no catalogd_server_read_index_duration_seconds_count", i)
+	t.Fatalf("member %d's /metrics has no %s", i, name)
 	return 0
 }
 

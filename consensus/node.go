@@ -109,6 +109,8 @@ type Node struct {
 
 	lead      atomic.Uint64
 	lastLead  atomic.Uint64 // the last leader known, kept while there is none
+	// leadSince is when this member last saw the leader change (unix ns).
+	leadSince atomic.Int64
 	term      atomic.Uint64
 	committed atomic.Uint64
 	applied   atomic.Uint64
@@ -561,6 +563,7 @@ func (n *Node) setLeader(lead uint64, isLeader bool) {
 	if old := n.lead.Swap(lead); old == lead {
 		return
 	}
+	n.leadSince.Store(time.Now().UnixNano())
 	if lead != 0 {
 		n.lastLead.Store(lead)
 	}
@@ -1297,6 +1300,9 @@ func (n *Node) PendingConfChange() bool {
 	}
 	return false
 }
+
+// LeaderSince returns when this member last saw the leader change.
+func (n *Node) LeaderSince() time.Time { return time.Unix(0, n.leadSince.Load()) }
 
 // Leader returns the current leader's id (0 when none is known).
 func (n *Node) Leader() uint64 { return n.lead.Load() }

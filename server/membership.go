@@ -209,6 +209,21 @@ type health struct {
 }
 
 func (s *Server) health() health {
+	// A new leader learns which voters answer from their answers to its
+	// first appends: until each voter answered, or an election timeout of
+	// its term passed, its view says too little (a leader just handed
+	// leadership over asks at once). Wait for it.
+	settled := s.node.LeaderSince().Add(s.cfg.ElectionTimeout())
+	for {
+		h := s.healthNow()
+		if h.healthy == h.voters || !time.Now().Before(settled) {
+			return h
+		}
+		time.Sleep(s.cfg.TickInterval / 4)
+	}
+}
+
+func (s *Server) healthNow() health {
 	h := health{st: s.node.Status().Status}
 	for id, pr := range h.st.Progress {
 		if pr.IsLearner {

@@ -107,8 +107,8 @@ type Node struct {
 	leaderMu       sync.Mutex
 	leaderChangedC chan struct{}
 
-	lead      atomic.Uint64
-	lastLead  atomic.Uint64 // the last leader known, kept while there is none
+	lead     atomic.Uint64
+	lastLead atomic.Uint64 // the last leader known, kept while there is none
 	// leadSince is when this member last saw the leader change (unix ns).
 	leadSince atomic.Int64
 	term      atomic.Uint64

@@ -63,12 +63,16 @@ type proposal struct {
 	data []byte
 }
 
-// toApply is what the Ready loop hands to the apply loop. notifyc is signalled
-// once the Ready's entries (and snapshot) are durable in the WAL.
+// toApply is what a Ready hands to the apply loop. notifyc is signalled
+// once the Ready's entries (and snapshot) are durable in the WAL, and for a
+// snapshot once before that, when the snapshot itself is. confStates holds
+// the configuration after each membership change among the entries, which
+// raft adopted when the Ready was handled.
 type toApply struct {
-	entries  []raftpb.Entry
-	snapshot raftpb.Snapshot
-	notifyc  chan struct{}
+	entries    []raftpb.Entry
+	snapshot   raftpb.Snapshot
+	notifyc    chan struct{}
+	confStates map[uint64]raftpb.ConfState
 }
 
 // readRound is one shared ReadIndex round: every reader that arrived while the
@@ -85,7 +89,31 @@ type Node struct {
 	lg  *slog.Logger
 	m   Metrics
 
-	raft        raft.Node
+	// rmu guards the raft node and what only its driver touches (see
+	// drive.go).
+	rmu         sync.Mutex
+	rn          *raft.RawNode
+	stopped     bool
+	isLeader    bool
+	synced      raftpb.HardState // the hard state last written
+	held        []raftpb.Entry   // proposals held while a round is in flight
+	heldIDs     []uint64         // their request ids (0: forwarded by a follower)
+	holdArmed   bool
+	holdTimer   *time.Timer
+	holdExpired atomic.Bool
+	dMsgs       []raftpb.Message
+	dProps      []proposal
+	dFns        []func(*raft.RawNode)
+
+	inbox  inbox
+	drivec chan struct{}
+
+	// The apply queue (see pushApply); applyc wakes the apply loop.
+	applyMu        sync.Mutex
+	applyQ         []toApply
+	applyc         chan struct{}
+	applyThrottled atomic.Bool
+
 	storage     *raft.MemoryStorage
 	wal         *wal.WAL
 	snapshotter *snap.Snapshotter
@@ -96,8 +124,6 @@ type Node struct {
 	waits      *waitRegistry
 	appliedW   *indexWait
 	ids        *idGenerator
-	propc      chan proposal
-	applyc     chan toApply
 	readStateC chan raft.ReadState
 	readWaitC  chan struct{}
 
@@ -118,17 +144,9 @@ type Node struct {
 	// termStart is, while this member leads, the index of the first entry
 	// of its term (the empty entry a new leader appends); 0 otherwise.
 	termStart atomic.Uint64
-	// lastIndex is the index of the last entry the Ready loop wrote to the
-	// WAL; while it is above committed, a round of appends is in flight.
+	// lastIndex is the index of the last entry written to the WAL; while
+	// it is above the commit index, a round of appends is in flight.
 	lastIndex atomic.Uint64
-	// appendGen counts the Readies whose entries the Ready loop wrote.
-	appendGen atomic.Uint64
-	// progressC is poked (without blocking) when the Ready loop wrote
-	// entries or the commit index advanced.
-	progressC chan struct{}
-	// fwdc carries the entries of proposals other members forwarded to this
-	// leader to the propose loop, which batches them with its own.
-	fwdc chan []raftpb.Entry
 
 	// Owned by the apply loop.
 	snapshotIndex uint64
@@ -166,12 +184,10 @@ func NewNode(cfg Config) (*Node, error) {
 		storage:        raft.NewMemoryStorage(),
 		waits:          newWaitRegistry(),
 		ids:            newIDGenerator(cfg.ID, time.Now()),
-		propc:          make(chan proposal, 8192),
-		applyc:         make(chan toApply, 64),
+		drivec:         make(chan struct{}, 1),
+		applyc:         make(chan struct{}, 1),
 		readStateC:     make(chan raft.ReadState, 1),
 		readWaitC:      make(chan struct{}, 1),
-		progressC:      make(chan struct{}, 1),
-		fwdc:           make(chan []raftpb.Entry, 1024),
 		nextRound:      &readRound{done: make(chan struct{})},
 		leaderChangedC: make(chan struct{}),
 		removed:        make(map[uint64]bool),
@@ -208,29 +224,44 @@ func NewNode(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("create wal in %s: %w", waldir, err)
 		}
 		n.wal = w
-		if cfg.Join {
-			// The leader sends the configuration (in a snapshot or the log).
-			n.raft = raft.RestartNode(rcfg)
-		} else {
+		rn, err := raft.NewRawNode(rcfg)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("start raft: %w", err)
+		}
+		n.rn = rn
+		// A joining member starts empty: the leader sends the
+		// configuration (in a snapshot or the log).
+		if !cfg.Join {
 			rpeers := make([]raft.Peer, 0, len(cfg.Peers))
 			for _, p := range cfg.Peers {
 				ctx, _ := json.Marshal(p)
 				rpeers = append(rpeers, raft.Peer{ID: p.ID, Context: ctx})
 			}
-			n.raft = raft.StartNode(rcfg, rpeers)
+			if err := rn.Bootstrap(rpeers); err != nil {
+				w.Close()
+				return nil, fmt.Errorf("bootstrap raft: %w", err)
+			}
 		}
 		peers = cfg.Peers
 	} else {
 		if err := n.replayWAL(waldir); err != nil {
 			return nil, err
 		}
-		n.raft = raft.RestartNode(rcfg)
+		rn, err := raft.NewRawNode(rcfg)
+		if err != nil {
+			n.wal.Close()
+			return nil, fmt.Errorf("restart raft: %w", err)
+		}
+		n.rn = rn
 		ms, err := n.sm.Members()
 		if err != nil {
 			return nil, fmt.Errorf("read members: %w", err)
 		}
 		peers = ms
 	}
+	n.holdTimer = time.AfterFunc(time.Hour, n.holdOver)
+	n.holdTimer.Stop()
 	n.applied.Store(n.sm.AppliedIndex())
 	n.appliedW = newIndexWait(n.applied.Load())
 	if err := n.loadRemoved(); err != nil {
@@ -333,11 +364,10 @@ func (n *Node) replayWAL(waldir string) error {
 
 // Start runs the node's loops and serves the peer transport.
 func (n *Node) Start() {
-	n.wg.Add(5)
+	n.wg.Add(4)
 	go func() { defer n.wg.Done(); n.silentPeersLoop() }()
-	go func() { defer n.wg.Done(); n.run() }()
+	go func() { defer n.wg.Done(); n.driveLoop() }()
 	go func() { defer n.wg.Done(); n.applyLoop() }()
-	go func() { defer n.wg.Done(); n.proposeLoop() }()
 	go func() { defer n.wg.Done(); n.readLoop() }()
 	if n.cfg.PeerListener != nil {
 		n.wg.Add(1)
@@ -354,7 +384,11 @@ func (n *Node) Start() {
 func (n *Node) Stop() {
 	n.stopOnce.Do(func() {
 		close(n.stopc)
-		n.raft.Stop()
+		// A driver that holds rmu finishes its Ready; none starts after.
+		n.rmu.Lock()
+		n.stopped = true
+		n.holdTimer.Stop()
+		n.rmu.Unlock()
 		n.peerServer.Stop()
 		n.transport.Stop()
 		n.wg.Wait()
@@ -363,127 +397,6 @@ func (n *Node) Stop() {
 			n.lg.Warn("close wal", "err", err)
 		}
 	})
-}
-
-// run is the Ready loop; see doc.go for the order it keeps.
-func (n *Node) run() {
-	ticker := time.NewTicker(n.cfg.TickInterval)
-	defer ticker.Stop()
-	isLeader := false
-	// synced is the hard state last written; the WAL fsyncs a save only
-	// when it holds entries or changes the term or vote (raft.MustSync).
-	var synced raftpb.HardState
-	for {
-		select {
-		case <-ticker.C:
-			n.raft.Tick()
-		case rd := <-n.raft.Ready():
-			if rd.SoftState != nil {
-				isLeader = rd.SoftState.RaftState == raft.StateLeader
-				n.termStart.Store(0)
-				n.setLeader(rd.SoftState.Lead, isLeader)
-			}
-			if !raft.IsEmptyHardState(rd.HardState) {
-				n.term.Store(rd.HardState.Term)
-				if n.committed.Swap(rd.HardState.Commit) != rd.HardState.Commit {
-					n.pokeProgress()
-				}
-				setGauge(n.m.Term, float64(rd.HardState.Term))
-				setGauge(n.m.CommitIndex, float64(rd.HardState.Commit))
-			}
-			if isLeader && n.termStart.Load() == 0 {
-				for _, e := range rd.Entries {
-					if e.Term == n.term.Load() {
-						n.termStart.Store(e.Index)
-						break
-					}
-				}
-			}
-			for _, rs := range rd.ReadStates {
-				n.offerReadState(rs)
-			}
-			notifyc := make(chan struct{}, 1)
-			if len(rd.CommittedEntries) > 0 || !raft.IsEmptySnap(rd.Snapshot) {
-				addCounter(n.m.ProposalsCommitted, float64(len(rd.CommittedEntries)))
-				select {
-				case n.applyc <- toApply{entries: rd.CommittedEntries, snapshot: rd.Snapshot, notifyc: notifyc}:
-				case <-n.stopc:
-					return
-				}
-			}
-			// The leader sends before it writes to its disk (raft thesis
-			// 10.2.1): its own fsync then overlaps the followers'.
-			if isLeader {
-				n.transport.Send(coalesceAppends(rd.Messages))
-			}
-			if !raft.IsEmptySnap(rd.Snapshot) {
-				if err := n.snapshotter.SaveSnap(rd.Snapshot); err != nil {
-					n.fatal("save snapshot", err)
-					return
-				}
-			}
-			start := time.Now()
-			if err := n.wal.Save(rd.HardState, rd.Entries); err != nil {
-				n.fatal("save wal", err)
-				return
-			}
-			if len(rd.Entries) > 0 || (!raft.IsEmptyHardState(rd.HardState) && raft.MustSync(rd.HardState, synced, 0)) {
-				observe(n.m.WALFsyncSeconds, time.Since(start).Seconds())
-			}
-			if !raft.IsEmptyHardState(rd.HardState) {
-				synced = rd.HardState
-			}
-			if !raft.IsEmptySnap(rd.Snapshot) {
-				md := rd.Snapshot.Metadata
-				if err := n.wal.SaveSnapshot(walpb.Snapshot{Index: md.Index, Term: md.Term, ConfState: &md.ConfState}); err != nil {
-					n.fatal("save snapshot in wal", err)
-					return
-				}
-				if err := n.storage.ApplySnapshot(rd.Snapshot); err != nil {
-					n.fatal("apply snapshot to raft storage", err)
-					return
-				}
-				// The apply loop may now restore the snapshot's database.
-				notifyc <- struct{}{}
-			}
-			if err := n.storage.Append(rd.Entries); err != nil {
-				n.fatal("append to raft storage", err)
-				return
-			}
-			if len(rd.Entries) > 0 {
-				n.lastIndex.Store(rd.Entries[len(rd.Entries)-1].Index)
-				n.appendGen.Add(1)
-				n.pokeProgress()
-			}
-			if !isLeader {
-				notifyc <- struct{}{}
-				// A follower or candidate waits for committed membership changes
-				// to be applied before it sends, so it never counts votes of a
-				// configuration it has not applied yet.
-				if hasConfChange(rd.CommittedEntries) {
-					select {
-					case notifyc <- struct{}{}:
-					case <-n.stopc:
-						return
-					}
-				}
-				n.transport.Send(coalesceAppends(rd.Messages))
-			} else {
-				notifyc <- struct{}{}
-			}
-			n.raft.Advance()
-		case <-n.stopc:
-			return
-		}
-	}
-}
-
-// pokeProgress wakes the propose loop if it holds a batch (see proposeLoop).
-func (n *Node) pokeProgress() {
-	select {
-	case n.progressC <- struct{}{}:
-	default:
-	}
 }
 
 // offerReadState hands rs to the read loop without ever blocking the Ready
@@ -599,22 +512,16 @@ func (n *Node) applyLoop() {
 	// too, not only at the next apply.
 	snapTicker := time.NewTicker(snapshotCheckInterval)
 	defer snapTicker.Stop()
+	var aps []toApply
 	for {
 		select {
 		case <-snapTicker.C:
 			n.maybeSnapshot()
-		case ap := <-n.applyc:
-			aps := []toApply{ap}
-		drain:
-			for len(aps) < cap(n.applyc) {
-				select {
-				case ap := <-n.applyc:
-					aps = append(aps, ap)
-				default:
-					break drain
-				}
+		case <-n.applyc:
+			if aps = n.takeApply(aps); len(aps) > 0 {
+				n.applyAll(aps)
+				clear(aps)
 			}
-			n.applyAll(aps)
 		case <-n.stopc:
 			return
 		}
@@ -623,9 +530,10 @@ func (n *Node) applyLoop() {
 
 func (n *Node) applyAll(aps []toApply) {
 	var ents []raftpb.Entry
+	var confStates map[uint64]raftpb.ConfState
 	for _, ap := range aps {
 		if !raft.IsEmptySnap(ap.snapshot) {
-			n.applyEntries(ents)
+			n.applyEntries(ents, confStates)
 			ents = nil
 			// The Ready loop signals once the snapshot is on disk.
 			select {
@@ -640,8 +548,14 @@ func (n *Node) applyAll(aps []toApply) {
 		}
 		// Copied into a slice of our own: the entries belong to raft.
 		ents = append(ents, ap.entries...)
+		for idx, cs := range ap.confStates {
+			if confStates == nil {
+				confStates = make(map[uint64]raftpb.ConfState)
+			}
+			confStates[idx] = cs
+		}
 	}
-	n.applyEntries(ents)
+	n.applyEntries(ents, confStates)
 	// Snapshot only what the WAL holds: wait for the Readies' writes.
 	for _, ap := range aps {
 		select {
@@ -685,7 +599,7 @@ func (n *Node) restoreSnapshot(s raftpb.Snapshot) error {
 	return nil
 }
 
-func (n *Node) applyEntries(ents []raftpb.Entry) {
+func (n *Node) applyEntries(ents []raftpb.Entry, confStates map[uint64]raftpb.ConfState) {
 	batch := make([]raftpb.Entry, 0, len(ents))
 	flush := func() {
 		if len(batch) == 0 {
@@ -710,41 +624,37 @@ func (n *Node) applyEntries(ents []raftpb.Entry) {
 			continue
 		}
 		flush()
-		n.applyConfChange(e)
+		cs, ok := confStates[e.Index]
+		if !ok {
+			n.lg.Error("membership change without the configuration raft adopted", "index", e.Index)
+			continue
+		}
+		n.applyConfChange(e, cs)
 	}
 	flush()
 }
 
-// applyConfChange applies a membership change to raft (always: raft's view is
-// rebuilt from the log on restart) and to the state machine (once).
-func (n *Node) applyConfChange(e raftpb.Entry) {
-	var cc raftpb.ConfChange
-	switch e.Type {
-	case raftpb.EntryConfChange:
-		if err := cc.Unmarshal(e.Data); err != nil {
-			n.lg.Error("undecodable conf change", "index", e.Index, "err", err)
-			return
-		}
-	default:
-		var cc2 raftpb.ConfChangeV2
-		if err := cc2.Unmarshal(e.Data); err != nil {
-			n.lg.Error("undecodable conf change", "index", e.Index, "err", err)
-			return
-		}
-		cs := n.raft.ApplyConfChange(cc2)
-		n.confState = *cs
+// applyConfChange applies a membership change, which raft adopted when its
+// Ready was handled (always: raft's view is rebuilt from the log on restart),
+// to the state machine (once); cs is the configuration after it.
+func (n *Node) applyConfChange(e raftpb.Entry, cs raftpb.ConfState) {
+	n.confState = cs
+	if e.Type != raftpb.EntryConfChange {
 		n.lg.Warn("joint-consensus conf changes are not supported; applied to raft only", "index", e.Index)
 		if e.Index > n.applied.Load() {
 			n.setApplied(e.Index)
 		}
 		return
 	}
-	cs := n.raft.ApplyConfChange(cc)
-	n.confState = *cs
+	var cc raftpb.ConfChange
+	if err := cc.Unmarshal(e.Data); err != nil {
+		n.lg.Error("undecodable conf change", "index", e.Index, "err", err)
+		return
+	}
 	if e.Index <= n.applied.Load() {
 		return
 	}
-	if err := n.sm.ApplyConfChange(e.Index, cc, *cs); err != nil {
+	if err := n.sm.ApplyConfChange(e.Index, cc, cs); err != nil {
 		n.lg.Error("apply conf change", "index", e.Index, "err", err)
 	}
 	switch cc.Type {
@@ -766,7 +676,7 @@ func (n *Node) applyConfChange(e raftpb.Entry) {
 	}
 	n.setApplied(e.Index)
 	if cc.ID != 0 {
-		n.waits.trigger(cc.ID, Result{ID: cc.ID, Value: *cs})
+		n.waits.trigger(cc.ID, Result{ID: cc.ID, Value: cs})
 	}
 	if cc.Type == raftpb.ConfChangeRemoveNode && cc.NodeID == n.cfg.ID {
 		n.fail(fmt.Errorf("%w at raft index %d", ErrRemoved, e.Index))
@@ -788,9 +698,14 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc raftpb.ConfChange) (raf
 	}
 	cc.ID = n.ids.next()
 	ch := n.waits.register(cc.ID)
-	if err := n.raft.ProposeConfChange(ctx, cc); err != nil {
+	var perr error
+	if err := n.withRaft(func(rn *raft.RawNode) { perr = rn.ProposeConfChange(cc) }); err != nil {
 		n.waits.cancel(cc.ID)
-		return raftpb.ConfState{}, fmt.Errorf("%w: %v", ErrNoLeader, err)
+		return raftpb.ConfState{}, err
+	}
+	if perr != nil {
+		n.waits.cancel(cc.ID)
+		return raftpb.ConfState{}, fmt.Errorf("%w: %v", ErrNoLeader, perr)
 	}
 	select {
 	case r := <-ch:
@@ -878,14 +793,14 @@ func (n *Node) Propose(ctx context.Context, id uint64, data []byte) (Result, err
 	ch := n.waits.register(id)
 	setGauge(n.m.ProposalsPending, float64(n.pending.Add(1)))
 	defer func() { setGauge(n.m.ProposalsPending, float64(n.pending.Add(-1))) }()
-	select {
-	case n.propc <- proposal{id: id, data: data}:
-	case <-ctx.Done():
-		n.waits.cancel(id)
-		return Result{}, ctx.Err()
-	case <-n.stopc:
-		n.waits.cancel(id)
-		return Result{}, ErrStopped
+	if lead := n.lead.Load(); lead != n.cfg.ID && lead != 0 && n.transport.PeerActive(lead) {
+		// A follower forwards the proposal straight to the leader, as raft
+		// would from its next Ready, without waiting for the Ready in hand
+		// (an append being written to its disk) to be done.
+		n.transport.Send([]raftpb.Message{{Type: raftpb.MsgProp, From: n.cfg.ID, To: lead, Entries: []raftpb.Entry{{Data: data}}}})
+	} else {
+		n.inbox.addProp(proposal{id: id, data: data})
+		n.kick()
 	}
 	select {
 	case r := <-ch:
@@ -899,105 +814,6 @@ func (n *Node) Propose(ctx context.Context, id uint64, data []byte) (Result, err
 		return Result{}, ctx.Err()
 	case <-n.stopc:
 		return Result{}, ErrStopped
-	}
-}
-
-// proposeLoop batches queued proposals into one raft step: many entries per
-// MsgProp means one trip through the raft goroutine for all of them. On the
-// leader it also takes the proposals other members forward, and while a
-// round of appends is in flight it holds the next batch until that round
-// commits (or ProposalHold passes): one WAL fsync and one message per
-// follower then carry every proposal that arrived during the round, instead
-// of one each. A proposal that arrives while nothing is in flight goes out
-// at once.
-func (n *Node) proposeLoop() {
-	ids := make([]uint64, 0, n.cfg.MaxProposalBatch)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var ents []raftpb.Entry
-	var hold *time.Timer
-	// stepped and stepGen: a batch was stepped while appendGen was stepGen;
-	// until appendGen moves on, it is on its way to the WAL.
-	stepped, stepGen := false, uint64(0)
-	inFlight := func() bool {
-		return (stepped && n.appendGen.Load() == stepGen) || n.lastIndex.Load() > n.committed.Load()
-	}
-	add := func(p proposal) {
-		ents = append(ents, raftpb.Entry{Data: p.data})
-		ids = append(ids, p.id)
-	}
-	for {
-		ents, ids = nil, ids[:0]
-		select {
-		case p := <-n.propc:
-			// A fresh slice each time: Step hands the entries to the raft
-			// goroutine and returns before raft has appended them.
-			ents = make([]raftpb.Entry, 0, min(len(n.propc)+1, n.cfg.MaxProposalBatch))
-			add(p)
-		case fw := <-n.fwdc:
-			ents = append(make([]raftpb.Entry, 0, len(fw)+len(n.propc)), fw...)
-		case <-n.stopc:
-			return
-		}
-	drain:
-		for len(ents) < n.cfg.MaxProposalBatch {
-			select {
-			case p := <-n.propc:
-				add(p)
-			case fw := <-n.fwdc:
-				ents = append(ents, fw...)
-			default:
-				break drain
-			}
-		}
-		if n.cfg.ProposalHold > 0 && n.lead.Load() == n.cfg.ID && inFlight() {
-			if hold == nil {
-				hold = time.NewTimer(n.cfg.ProposalHold)
-			} else {
-				hold.Reset(n.cfg.ProposalHold)
-			}
-			leaderChanged := n.leaderChanged()
-		wait:
-			for len(ents) < n.cfg.MaxProposalBatch && inFlight() {
-				select {
-				case p := <-n.propc:
-					add(p)
-				case fw := <-n.fwdc:
-					ents = append(ents, fw...)
-				case <-n.progressC:
-				case <-hold.C:
-					break wait
-				case <-leaderChanged:
-					// The round in flight may never commit here.
-					break wait
-				case <-n.stopc:
-					return
-				}
-			}
-			hold.Stop()
-		}
-		var err error
-		stepped = false
-		if lead := n.lead.Load(); lead == 0 {
-			err = ErrNoLeader
-		} else if lead != n.cfg.ID && !n.transport.PeerActive(lead) {
-			// Raft would forward the entries into a queue that is being
-			// discarded: refuse them now, so the caller tries elsewhere
-			// instead of waiting out its deadline.
-			err = fmt.Errorf("%w: leader %x is unreachable from this member", ErrNoLeader, lead)
-		} else {
-			gen := n.appendGen.Load()
-			if serr := n.raft.Step(ctx, raftpb.Message{Type: raftpb.MsgProp, Entries: ents}); serr != nil {
-				err = fmt.Errorf("%w: %v", ErrNoLeader, serr)
-			} else {
-				stepped, stepGen = true, gen
-			}
-		}
-		if err != nil {
-			for _, id := range ids {
-				n.waits.trigger(id, Result{ID: id, Err: err})
-			}
-		}
 	}
 }
 
@@ -1071,12 +887,7 @@ func (n *Node) readIndex() (uint64, error) {
 		if n.lead.Load() == 0 {
 			return ErrNoLeader
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), readIndexRetry)
-		defer cancel()
-		if err := n.raft.ReadIndex(ctx, rctx); err != nil {
-			return fmt.Errorf("%w: %v", ErrNoLeader, err)
-		}
-		return nil
+		return n.withRaft(func(rn *raft.RawNode) { rn.ReadIndex(rctx) })
 	}
 	if err := ask(); err != nil {
 		return 0, err
@@ -1118,24 +929,25 @@ func (n *Node) Process(ctx context.Context, m raftpb.Message) error {
 			return err
 		}
 	}
-	if m.Type == raftpb.MsgProp && n.cfg.ProposalHold > 0 && n.lead.Load() == n.cfg.ID && n.lastIndex.Load() > n.committed.Load() {
-		// A round is in flight: batched with this leader's own proposals
-		// (proposeLoop). A full queue falls back to raft directly.
-		select {
-		case n.fwdc <- m.Entries:
-			return nil
-		default:
-		}
+	if n.inbox.addMsg(m) > maxInboxMsgs {
+		// The node is behind: wait until it stepped what is queued.
+		return n.withRaft(func(*raft.RawNode) {})
 	}
-	return n.raft.Step(ctx, m)
+	n.kick()
+	return nil
 }
 
-// ReportUnreachable implements Handler.
-func (n *Node) ReportUnreachable(id uint64) { n.raft.ReportUnreachable(id) }
+// ReportUnreachable implements Handler. The transport may call it from
+// within a Send the driver makes: it is queued for the drive loop.
+func (n *Node) ReportUnreachable(id uint64) {
+	n.inbox.addFn(func(rn *raft.RawNode) { rn.ReportUnreachable(id) })
+	n.pokeDrive()
+}
 
-// ReportSnapshot implements Handler.
+// ReportSnapshot implements Handler, as ReportUnreachable.
 func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
-	n.raft.ReportSnapshot(id, status)
+	n.inbox.addFn(func(rn *raft.RawNode) { rn.ReportSnapshot(id, status) })
+	n.pokeDrive()
 }
 
 // OpenSnapshotDB implements Handler.
@@ -1184,7 +996,13 @@ type Status struct {
 
 // Status returns the node's current raft status.
 func (n *Node) Status() Status {
-	return Status{Status: n.raft.Status(), Applied: n.applied.Load(), Active: n.transport.ActivePeers()}
+	return Status{Status: n.raftStatus(), Applied: n.applied.Load(), Active: n.transport.ActivePeers()}
+}
+
+func (n *Node) raftStatus() raft.Status {
+	n.rmu.Lock()
+	defer n.rmu.Unlock()
+	return n.rn.Status()
 }
 
 // silentPeersLoop renews, while this member leads, the stream to every
@@ -1224,7 +1042,7 @@ func (n *Node) silentPeersLoop() {
 			clear(silent)
 			continue
 		}
-		st := n.raft.Status()
+		st := n.raftStatus()
 		for id, pr := range st.Progress {
 			if id == st.ID || pr.RecentActive || !n.transport.PeerActive(id) {
 				delete(silent, id)
@@ -1272,10 +1090,10 @@ func (n *Node) peerDown(id uint64) {
 		default:
 		}
 		n.lg.Info("leader's process is gone (its host refuses connections): campaigning now", "leader", fmtID(id))
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.TickInterval)
-		defer cancel()
 		// Raft starts a transfer campaign on MsgTimeoutNow from its leader.
-		_ = n.raft.Step(ctx, raftpb.Message{Type: raftpb.MsgTimeoutNow, From: id, To: n.cfg.ID, Term: n.term.Load()})
+		_ = n.withRaft(func(rn *raft.RawNode) {
+			_ = rn.Step(raftpb.Message{Type: raftpb.MsgTimeoutNow, From: id, To: n.cfg.ID, Term: n.term.Load()})
+		})
 	})
 }
 
@@ -1346,7 +1164,7 @@ func (n *Node) TransferLeadership(ctx context.Context) error {
 // caught-up healthy voter), if this member leads, and waits until the leader
 // changed or ctx ends.
 func (n *Node) TransferLeadershipTo(ctx context.Context, target uint64) error {
-	st := n.raft.Status()
+	st := n.raftStatus()
 	if st.RaftState != raft.StateLeader {
 		return nil
 	}
@@ -1374,7 +1192,10 @@ func (n *Node) TransferLeadershipTo(ctx context.Context, target uint64) error {
 		}
 	}
 	changed := n.leaderChanged()
-	n.raft.TransferLeadership(ctx, st.ID, target)
+	transfer := func() error { return n.withRaft(func(rn *raft.RawNode) { rn.TransferLeader(target) }) }
+	if err := transfer(); err != nil {
+		return err
+	}
 	// The target ignores the leader's MsgTimeoutNow while it has a
 	// membership change left to apply (a learner just promoted, say), and
 	// raft abandons the transfer after an election timeout: ask again then.
@@ -1389,7 +1210,9 @@ func (n *Node) TransferLeadershipTo(ctx context.Context, target uint64) error {
 			changed = n.leaderChanged()
 		case <-again.C:
 			if n.lead.Load() == st.ID {
-				n.raft.TransferLeadership(ctx, st.ID, target)
+				if err := transfer(); err != nil {
+					return err
+				}
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("hand leadership to %x: %w", target, ctx.Err())

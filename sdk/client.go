@@ -96,6 +96,8 @@ type Client struct {
 	sleep func(ctx context.Context, d time.Duration) error
 	// watches runs the client's watches over one shared stream.
 	watches *watchManager
+	// locks carries the helpers' Lock and Unlock calls over one stream.
+	locks *lockStream
 	// ka renews the client's leases over one stream while it has any;
 	// kaMu guards the field.
 	kaMu sync.Mutex
@@ -153,6 +155,7 @@ func New(cfg Config) (*Client, error) {
 		endpointConns: make(map[string]*grpc.ClientConn),
 	}
 	c.watches = newWatchManager(c)
+	c.locks = &lockStream{conn: c.conn}
 	return c, nil
 }
 
@@ -230,6 +233,7 @@ func (c *Client) Close() error {
 	// Before the connection closes, so that watches end with the reason
 	// rather than a stream error.
 	c.watches.close()
+	c.locks.close()
 	errs := []error{c.conn.Close()}
 	for _, conn := range endpointConns {
 		errs = append(errs, conn.Close())

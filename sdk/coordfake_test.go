@@ -32,15 +32,19 @@ type coordFake struct {
 	ttl   int64
 	renew func(id int64) int64
 
-	lock     func(ctx context.Context, req *catalogpb.LockRequest) (*catalogpb.LockResponse, error)
-	unlock   func(ctx context.Context, req *catalogpb.UnlockRequest) (*catalogpb.UnlockResponse, error)
-	campaign func(ctx context.Context, req *catalogpb.CampaignRequest) (*catalogpb.CampaignResponse, error)
-	resign   func(ctx context.Context, req *catalogpb.ResignRequest) (*catalogpb.ResignResponse, error)
-	observe  func(req *catalogpb.LeaderRequest, stream catalogpb.Election_ObserveServer) error
-	enter    func(ctx context.Context, req *catalogpb.BarrierEnterRequest) (*catalogpb.BarrierEnterResponse, error)
-	leave    func(ctx context.Context, req *catalogpb.BarrierLeaveRequest) (*catalogpb.BarrierLeaveResponse, error)
-	dequeue  func(ctx context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error)
-	ack      func(ctx context.Context, req *catalogpb.AckRequest) (*catalogpb.AckResponse, error)
+	// lockStream makes Lock.Stream serve (else it is Unimplemented, as on
+	// a server that predates it); streamOpens counts the streams opened.
+	lockStream  bool
+	streamOpens int
+	lock        func(ctx context.Context, req *catalogpb.LockRequest) (*catalogpb.LockResponse, error)
+	unlock      func(ctx context.Context, req *catalogpb.UnlockRequest) (*catalogpb.UnlockResponse, error)
+	campaign    func(ctx context.Context, req *catalogpb.CampaignRequest) (*catalogpb.CampaignResponse, error)
+	resign      func(ctx context.Context, req *catalogpb.ResignRequest) (*catalogpb.ResignResponse, error)
+	observe     func(req *catalogpb.LeaderRequest, stream catalogpb.Election_ObserveServer) error
+	enter       func(ctx context.Context, req *catalogpb.BarrierEnterRequest) (*catalogpb.BarrierEnterResponse, error)
+	leave       func(ctx context.Context, req *catalogpb.BarrierLeaveRequest) (*catalogpb.BarrierLeaveResponse, error)
+	dequeue     func(ctx context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error)
+	ack         func(ctx context.Context, req *catalogpb.AckRequest) (*catalogpb.AckResponse, error)
 }
 
 func startCoordFake(t *testing.T) *coordFake {
@@ -175,6 +179,95 @@ func (s fakeLock) Unlock(ctx context.Context, req *catalogpb.UnlockRequest) (*ca
 		return fn(ctx, req)
 	}
 	return &catalogpb.UnlockResponse{Header: coordHeader()}, nil
+}
+
+// errBreakStream, returned by the lock or unlock function, makes Lock.Stream
+// end the stream instead of answering the call (a lost connection).
+var errBreakStream = status.Error(codes.Unavailable, "fake: stream broken")
+
+// Stream serves Lock and Unlock as the server does: each call through the
+// unary method, in its own goroutine, ended by its timeout or a cancel.
+func (s fakeLock) Stream(stream catalogpb.Lock_StreamServer) error {
+	s.f.mu.Lock()
+	on := s.f.lockStream
+	if on {
+		s.f.streamOpens++
+	}
+	s.f.mu.Unlock()
+	if !on {
+		return status.Error(codes.Unimplemented, "fake: no Lock.Stream")
+	}
+	ctx, cancelAll := context.WithCancel(stream.Context())
+	defer cancelAll()
+	var mu sync.Mutex
+	cancels := map[uint64]context.CancelFunc{}
+	broken := make(chan struct{})
+	var breakOnce sync.Once
+	recvd := make(chan *catalogpb.LockStreamRequest)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				close(recvd)
+				return
+			}
+			recvd <- req
+		}
+	}()
+	for {
+		var req *catalogpb.LockStreamRequest
+		select {
+		case <-broken:
+			return errBreakStream
+		case r, ok := <-recvd:
+			if !ok {
+				return nil
+			}
+			req = r
+		}
+		id := req.GetCallId()
+		if req.GetCancel() {
+			mu.Lock()
+			if c := cancels[id]; c != nil {
+				c()
+			}
+			mu.Unlock()
+			continue
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		if t := req.GetTimeoutMs(); t > 0 {
+			cctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Millisecond)
+		}
+		mu.Lock()
+		cancels[id] = cancel
+		mu.Unlock()
+		go func() {
+			defer cancel()
+			out := &catalogpb.LockStreamResponse{CallId: id}
+			var err error
+			switch op := req.GetOp().(type) {
+			case *catalogpb.LockStreamRequest_Lock:
+				var r *catalogpb.LockResponse
+				r, err = s.Lock(cctx, op.Lock)
+				out.Result = &catalogpb.LockStreamResponse_Lock{Lock: r}
+			case *catalogpb.LockStreamRequest_Unlock:
+				var r *catalogpb.UnlockResponse
+				r, err = s.Unlock(cctx, op.Unlock)
+				out.Result = &catalogpb.LockStreamResponse_Unlock{Unlock: r}
+			}
+			if err == errBreakStream {
+				breakOnce.Do(func() { close(broken) })
+				return
+			}
+			if err != nil {
+				b, _ := proto.Marshal(status.Convert(err).Proto())
+				out.Result = &catalogpb.LockStreamResponse_Error{Error: b}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			_ = stream.Send(out)
+		}()
+	}
 }
 
 func (s fakeElection) Campaign(ctx context.Context, req *catalogpb.CampaignRequest) (*catalogpb.CampaignResponse, error) {

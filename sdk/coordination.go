@@ -39,7 +39,7 @@ var (
 const deadlineSkew = 500 * time.Millisecond
 
 func (c *Client) lockClient() catalogpb.LockClient {
-	return catalogpb.NewLockClient(c.conn)
+	return lockCaller{LockClient: catalogpb.NewLockClient(c.conn), ls: c.locks}
 }
 
 func (c *Client) electionClient() catalogpb.ElectionClient {

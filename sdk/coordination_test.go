@@ -914,3 +914,119 @@ func TestFenceCmp(t *testing.T) {
 		}
 	}
 }
+
+// The helpers' Lock and Unlock go over one Lock.Stream per client, which
+// carries the retries, the errors and the cancellations of the unary calls.
+func TestLockCallsShareOneStream(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.lockStream = true
+		f.lock = failing([]error{
+			errUnavailable,
+			reasonErr(t, codes.Unavailable, catalogpb.ErrorReason_NO_LEADER, "no leader"),
+		}, granted(17))
+	})
+	_, s := newFakeSession(t, f, Config{})
+	m1, m2 := NewMutex(s, "a"), NewMutex(s, "b")
+	if err := m1.Lock(t.Context()); err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	if err := m2.Lock(t.Context()); err != nil {
+		t.Fatalf("second Lock: %v", err)
+	}
+	if m1.Token() != 17 || m2.Token() != 17 {
+		t.Errorf("tokens %d and %d, want 17", m1.Token(), m2.Token())
+	}
+	if err := m1.Unlock(t.Context()); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if n := len(lockRequests(f)); n != 4 {
+		t.Errorf("server got %d Lock attempts, want 4 (two failed)", n)
+	}
+	if n := len(f.got("Unlock")); n != 1 {
+		t.Errorf("server got %d Unlock calls, want 1", n)
+	}
+	f.mu.Lock()
+	opens := f.streamOpens
+	f.mu.Unlock()
+	if opens != 1 {
+		t.Errorf("%d lock streams opened, want 1", opens)
+	}
+	// A refusal arrives with its reason, as from the unary call.
+	f.set(func(f *coordFake) {
+		f.unlock = func(context.Context, *catalogpb.UnlockRequest) (*catalogpb.UnlockResponse, error) {
+			return nil, reasonErr(t, codes.FailedPrecondition, catalogpb.ErrorReason_LOCK_NOT_HELD, "token 17 does not hold b")
+		}
+	})
+	if err := m2.Unlock(t.Context()); !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("Unlock of a lock that moved on: %v, want ErrNotHeld", err)
+	}
+}
+
+// A stream that breaks under a call fails it as a lost connection: the call
+// is retried on a new stream.
+func TestLockStreamBrokenUnderACall(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.lockStream = true
+		f.lock = failing([]error{errBreakStream}, granted(5))
+	})
+	_, s := newFakeSession(t, f, Config{})
+	m := NewMutex(s, "a")
+	if err := m.Lock(t.Context()); err != nil {
+		t.Fatalf("Lock: %v", err)
+	}
+	reqs := lockRequests(f)
+	if len(reqs) != 2 || m.Token() != 5 {
+		t.Fatalf("%d attempts, token %d: want 2 attempts and token 5", len(reqs), m.Token())
+	}
+	distinctWaiterIDs(t, "Lock", []uint64{reqs[0].GetWaiterId(), reqs[1].GetWaiterId()})
+	f.mu.Lock()
+	opens := f.streamOpens
+	f.mu.Unlock()
+	if opens != 2 {
+		t.Errorf("%d lock streams opened, want 2", opens)
+	}
+}
+
+// A Lock whose context ends cancels its call on the stream: the server's
+// handler sees its context end (and would remove the wait).
+func TestLockOverTheStreamEndsWithItsContext(t *testing.T) {
+	f := startCoordFake(t)
+	serverEnded := make(chan error, 1)
+	f.set(func(f *coordFake) {
+		f.lockStream = true
+		f.lock = func(ctx context.Context, req *catalogpb.LockRequest) (*catalogpb.LockResponse, error) {
+			<-ctx.Done()
+			select {
+			case serverEnded <- ctx.Err():
+			default: // the cleanup's later calls
+			}
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	})
+	_, s := newFakeSession(t, f, Config{})
+	m := NewMutex(s, "a")
+	calls := f.notifyCalls()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- m.Lock(ctx) }()
+	waitCallOf(t, calls, "Lock")
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Lock after its context was cancelled: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lock did not return after its context was cancelled")
+	}
+	select {
+	case err := <-serverEnded:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("server's call ended with %v, want Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's call was not cancelled")
+	}
+}

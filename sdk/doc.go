@@ -82,7 +82,10 @@
 // session. Holders and waiters are replicated state kept by the servers, so
 // no helper polls. Session.Done, and each helper's Done, is closed when the
 // lease is lost (or no renewal was answered for a whole TTL): what the
-// session held is then gone.
+// session held is then gone. The Lock and Unlock calls of Mutex, RWMutex
+// and Semaphore share one Lock.Stream per client (a message each way per
+// call instead of an HTTP/2 stream each), reopened when it breaks; a server
+// without it gets unary calls.
 //
 // Every grant carries a fencing token from one counter that only grows. A
 // write made under a lock can be guarded by it: a transaction conditioned on

@@ -232,7 +232,7 @@ func (x CancelWaitCommand_Target) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CancelWaitCommand_Target.Descriptor instead.
 func (CancelWaitCommand_Target) EnumDescriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{51, 0}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{53, 0}
 }
 
 // LockOwner is one holder or waiter of a lock name. A lease holds or waits
@@ -1139,6 +1139,238 @@ func (x *ListLocksResponse) GetMore() bool {
 	return false
 }
 
+// LockStreamRequest is one call on a Lock.Stream: a Lock or an Unlock, taken
+// and answered exactly as the unary calls, or the cancellation of a call in
+// flight.
+type LockStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// call_id names the call on this stream; its response carries it. It
+	// must be non-zero and not name another call in flight on the stream.
+	CallId uint64 `protobuf:"varint,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// timeout_ms bounds the call as a unary call's deadline does (0: only
+	// the stream's own).
+	TimeoutMs int64 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*LockStreamRequest_Lock
+	//	*LockStreamRequest_Unlock
+	//	*LockStreamRequest_Cancel
+	Op            isLockStreamRequest_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockStreamRequest) Reset() {
+	*x = LockStreamRequest{}
+	mi := &file_catalogd_v1_locks_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockStreamRequest) ProtoMessage() {}
+
+func (x *LockStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_locks_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockStreamRequest.ProtoReflect.Descriptor instead.
+func (*LockStreamRequest) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *LockStreamRequest) GetCallId() uint64 {
+	if x != nil {
+		return x.CallId
+	}
+	return 0
+}
+
+func (x *LockStreamRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *LockStreamRequest) GetOp() isLockStreamRequest_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *LockStreamRequest) GetLock() *LockRequest {
+	if x != nil {
+		if x, ok := x.Op.(*LockStreamRequest_Lock); ok {
+			return x.Lock
+		}
+	}
+	return nil
+}
+
+func (x *LockStreamRequest) GetUnlock() *UnlockRequest {
+	if x != nil {
+		if x, ok := x.Op.(*LockStreamRequest_Unlock); ok {
+			return x.Unlock
+		}
+	}
+	return nil
+}
+
+func (x *LockStreamRequest) GetCancel() bool {
+	if x != nil {
+		if x, ok := x.Op.(*LockStreamRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return false
+}
+
+type isLockStreamRequest_Op interface {
+	isLockStreamRequest_Op()
+}
+
+type LockStreamRequest_Lock struct {
+	Lock *LockRequest `protobuf:"bytes,3,opt,name=lock,proto3,oneof"`
+}
+
+type LockStreamRequest_Unlock struct {
+	Unlock *UnlockRequest `protobuf:"bytes,4,opt,name=unlock,proto3,oneof"`
+}
+
+type LockStreamRequest_Cancel struct {
+	// cancel ends the call call_id in flight as a unary call whose client
+	// cancelled it (a Lock's wait is removed); it gets no response of its
+	// own, and the call answers CANCELLED unless it had already finished.
+	Cancel bool `protobuf:"varint,5,opt,name=cancel,proto3,oneof"`
+}
+
+func (*LockStreamRequest_Lock) isLockStreamRequest_Op() {}
+
+func (*LockStreamRequest_Unlock) isLockStreamRequest_Op() {}
+
+func (*LockStreamRequest_Cancel) isLockStreamRequest_Op() {}
+
+type LockStreamResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CallId uint64                 `protobuf:"varint,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*LockStreamResponse_Lock
+	//	*LockStreamResponse_Unlock
+	//	*LockStreamResponse_Error
+	Result        isLockStreamResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockStreamResponse) Reset() {
+	*x = LockStreamResponse{}
+	mi := &file_catalogd_v1_locks_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockStreamResponse) ProtoMessage() {}
+
+func (x *LockStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_catalogd_v1_locks_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockStreamResponse.ProtoReflect.Descriptor instead.
+func (*LockStreamResponse) Descriptor() ([]byte, []int) {
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LockStreamResponse) GetCallId() uint64 {
+	if x != nil {
+		return x.CallId
+	}
+	return 0
+}
+
+func (x *LockStreamResponse) GetResult() isLockStreamResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *LockStreamResponse) GetLock() *LockResponse {
+	if x != nil {
+		if x, ok := x.Result.(*LockStreamResponse_Lock); ok {
+			return x.Lock
+		}
+	}
+	return nil
+}
+
+func (x *LockStreamResponse) GetUnlock() *UnlockResponse {
+	if x != nil {
+		if x, ok := x.Result.(*LockStreamResponse_Unlock); ok {
+			return x.Unlock
+		}
+	}
+	return nil
+}
+
+func (x *LockStreamResponse) GetError() []byte {
+	if x != nil {
+		if x, ok := x.Result.(*LockStreamResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isLockStreamResponse_Result interface {
+	isLockStreamResponse_Result()
+}
+
+type LockStreamResponse_Lock struct {
+	Lock *LockResponse `protobuf:"bytes,2,opt,name=lock,proto3,oneof"`
+}
+
+type LockStreamResponse_Unlock struct {
+	Unlock *UnlockResponse `protobuf:"bytes,3,opt,name=unlock,proto3,oneof"`
+}
+
+type LockStreamResponse_Error struct {
+	// error is the google.rpc.Status (serialized) the unary call would have
+	// ended with.
+	Error []byte `protobuf:"bytes,4,opt,name=error,proto3,oneof"`
+}
+
+func (*LockStreamResponse_Lock) isLockStreamResponse_Result() {}
+
+func (*LockStreamResponse_Unlock) isLockStreamResponse_Result() {}
+
+func (*LockStreamResponse_Error) isLockStreamResponse_Result() {}
+
 // Elections are LOCK_KIND_ELECTION lock names.
 type CampaignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1157,7 +1389,7 @@ type CampaignRequest struct {
 
 func (x *CampaignRequest) Reset() {
 	*x = CampaignRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[12]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1401,7 @@ func (x *CampaignRequest) String() string {
 func (*CampaignRequest) ProtoMessage() {}
 
 func (x *CampaignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[12]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1414,7 @@ func (x *CampaignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CampaignRequest.ProtoReflect.Descriptor instead.
 func (*CampaignRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{12}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CampaignRequest) GetName() string {
@@ -1233,7 +1465,7 @@ type LeaderKey struct {
 
 func (x *LeaderKey) Reset() {
 	*x = LeaderKey{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[13]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1477,7 @@ func (x *LeaderKey) String() string {
 func (*LeaderKey) ProtoMessage() {}
 
 func (x *LeaderKey) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[13]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1490,7 @@ func (x *LeaderKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderKey.ProtoReflect.Descriptor instead.
 func (*LeaderKey) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{13}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LeaderKey) GetName() string {
@@ -1300,7 +1532,7 @@ type CampaignResponse struct {
 
 func (x *CampaignResponse) Reset() {
 	*x = CampaignResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[14]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1544,7 @@ func (x *CampaignResponse) String() string {
 func (*CampaignResponse) ProtoMessage() {}
 
 func (x *CampaignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[14]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1557,7 @@ func (x *CampaignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CampaignResponse.ProtoReflect.Descriptor instead.
 func (*CampaignResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{14}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CampaignResponse) GetHeader() *ResponseHeader {
@@ -1359,7 +1591,7 @@ type ProclaimRequest struct {
 
 func (x *ProclaimRequest) Reset() {
 	*x = ProclaimRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[15]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1603,7 @@ func (x *ProclaimRequest) String() string {
 func (*ProclaimRequest) ProtoMessage() {}
 
 func (x *ProclaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[15]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1616,7 @@ func (x *ProclaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProclaimRequest.ProtoReflect.Descriptor instead.
 func (*ProclaimRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{15}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ProclaimRequest) GetLeader() *LeaderKey {
@@ -1410,7 +1642,7 @@ type ProclaimResponse struct {
 
 func (x *ProclaimResponse) Reset() {
 	*x = ProclaimResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[16]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1654,7 @@ func (x *ProclaimResponse) String() string {
 func (*ProclaimResponse) ProtoMessage() {}
 
 func (x *ProclaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[16]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1667,7 @@ func (x *ProclaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProclaimResponse.ProtoReflect.Descriptor instead.
 func (*ProclaimResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{16}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ProclaimResponse) GetHeader() *ResponseHeader {
@@ -1454,7 +1686,7 @@ type ResignRequest struct {
 
 func (x *ResignRequest) Reset() {
 	*x = ResignRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[17]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1698,7 @@ func (x *ResignRequest) String() string {
 func (*ResignRequest) ProtoMessage() {}
 
 func (x *ResignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[17]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1711,7 @@ func (x *ResignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignRequest.ProtoReflect.Descriptor instead.
 func (*ResignRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{17}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResignRequest) GetLeader() *LeaderKey {
@@ -1498,7 +1730,7 @@ type ResignResponse struct {
 
 func (x *ResignResponse) Reset() {
 	*x = ResignResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[18]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1742,7 @@ func (x *ResignResponse) String() string {
 func (*ResignResponse) ProtoMessage() {}
 
 func (x *ResignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[18]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1755,7 @@ func (x *ResignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignResponse.ProtoReflect.Descriptor instead.
 func (*ResignResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{18}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResignResponse) GetHeader() *ResponseHeader {
@@ -1543,7 +1775,7 @@ type LeaderRequest struct {
 
 func (x *LeaderRequest) Reset() {
 	*x = LeaderRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[19]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1787,7 @@ func (x *LeaderRequest) String() string {
 func (*LeaderRequest) ProtoMessage() {}
 
 func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[19]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1800,7 @@ func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderRequest.ProtoReflect.Descriptor instead.
 func (*LeaderRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{19}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaderRequest) GetName() string {
@@ -1601,7 +1833,7 @@ type LeaderResponse struct {
 
 func (x *LeaderResponse) Reset() {
 	*x = LeaderResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[20]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1845,7 @@ func (x *LeaderResponse) String() string {
 func (*LeaderResponse) ProtoMessage() {}
 
 func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[20]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1858,7 @@ func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderResponse.ProtoReflect.Descriptor instead.
 func (*LeaderResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{20}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LeaderResponse) GetHeader() *ResponseHeader {
@@ -1674,7 +1906,7 @@ type BarrierParticipant struct {
 
 func (x *BarrierParticipant) Reset() {
 	*x = BarrierParticipant{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[21]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1918,7 @@ func (x *BarrierParticipant) String() string {
 func (*BarrierParticipant) ProtoMessage() {}
 
 func (x *BarrierParticipant) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[21]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1931,7 @@ func (x *BarrierParticipant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierParticipant.ProtoReflect.Descriptor instead.
 func (*BarrierParticipant) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{21}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BarrierParticipant) GetLease() int64 {
@@ -1738,7 +1970,7 @@ type BarrierState struct {
 
 func (x *BarrierState) Reset() {
 	*x = BarrierState{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[22]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1982,7 @@ func (x *BarrierState) String() string {
 func (*BarrierState) ProtoMessage() {}
 
 func (x *BarrierState) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[22]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1995,7 @@ func (x *BarrierState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierState.ProtoReflect.Descriptor instead.
 func (*BarrierState) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{22}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BarrierState) GetName() string {
@@ -1840,7 +2072,7 @@ type BarrierSetRequest struct {
 
 func (x *BarrierSetRequest) Reset() {
 	*x = BarrierSetRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[23]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +2084,7 @@ func (x *BarrierSetRequest) String() string {
 func (*BarrierSetRequest) ProtoMessage() {}
 
 func (x *BarrierSetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[23]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +2097,7 @@ func (x *BarrierSetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierSetRequest.ProtoReflect.Descriptor instead.
 func (*BarrierSetRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{23}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BarrierSetRequest) GetName() string {
@@ -1891,7 +2123,7 @@ type BarrierSetResponse struct {
 
 func (x *BarrierSetResponse) Reset() {
 	*x = BarrierSetResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[24]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2135,7 @@ func (x *BarrierSetResponse) String() string {
 func (*BarrierSetResponse) ProtoMessage() {}
 
 func (x *BarrierSetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[24]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2148,7 @@ func (x *BarrierSetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierSetResponse.ProtoReflect.Descriptor instead.
 func (*BarrierSetResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{24}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BarrierSetResponse) GetHeader() *ResponseHeader {
@@ -1935,7 +2167,7 @@ type BarrierWaitRequest struct {
 
 func (x *BarrierWaitRequest) Reset() {
 	*x = BarrierWaitRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[25]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2179,7 @@ func (x *BarrierWaitRequest) String() string {
 func (*BarrierWaitRequest) ProtoMessage() {}
 
 func (x *BarrierWaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[25]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2192,7 @@ func (x *BarrierWaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierWaitRequest.ProtoReflect.Descriptor instead.
 func (*BarrierWaitRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{25}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BarrierWaitRequest) GetName() string {
@@ -1979,7 +2211,7 @@ type BarrierWaitResponse struct {
 
 func (x *BarrierWaitResponse) Reset() {
 	*x = BarrierWaitResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[26]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2223,7 @@ func (x *BarrierWaitResponse) String() string {
 func (*BarrierWaitResponse) ProtoMessage() {}
 
 func (x *BarrierWaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[26]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2236,7 @@ func (x *BarrierWaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierWaitResponse.ProtoReflect.Descriptor instead.
 func (*BarrierWaitResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{26}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BarrierWaitResponse) GetHeader() *ResponseHeader {
@@ -2023,7 +2255,7 @@ type BarrierReleaseRequest struct {
 
 func (x *BarrierReleaseRequest) Reset() {
 	*x = BarrierReleaseRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[27]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2267,7 @@ func (x *BarrierReleaseRequest) String() string {
 func (*BarrierReleaseRequest) ProtoMessage() {}
 
 func (x *BarrierReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[27]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2280,7 @@ func (x *BarrierReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierReleaseRequest.ProtoReflect.Descriptor instead.
 func (*BarrierReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{27}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BarrierReleaseRequest) GetName() string {
@@ -2069,7 +2301,7 @@ type BarrierReleaseResponse struct {
 
 func (x *BarrierReleaseResponse) Reset() {
 	*x = BarrierReleaseResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[28]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2313,7 @@ func (x *BarrierReleaseResponse) String() string {
 func (*BarrierReleaseResponse) ProtoMessage() {}
 
 func (x *BarrierReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[28]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2326,7 @@ func (x *BarrierReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierReleaseResponse.ProtoReflect.Descriptor instead.
 func (*BarrierReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{28}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BarrierReleaseResponse) GetHeader() *ResponseHeader {
@@ -2123,7 +2355,7 @@ type BarrierEnterRequest struct {
 
 func (x *BarrierEnterRequest) Reset() {
 	*x = BarrierEnterRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[29]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2367,7 @@ func (x *BarrierEnterRequest) String() string {
 func (*BarrierEnterRequest) ProtoMessage() {}
 
 func (x *BarrierEnterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[29]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2380,7 @@ func (x *BarrierEnterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierEnterRequest.ProtoReflect.Descriptor instead.
 func (*BarrierEnterRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{29}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BarrierEnterRequest) GetName() string {
@@ -2182,7 +2414,7 @@ type BarrierEnterResponse struct {
 
 func (x *BarrierEnterResponse) Reset() {
 	*x = BarrierEnterResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[30]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2194,7 +2426,7 @@ func (x *BarrierEnterResponse) String() string {
 func (*BarrierEnterResponse) ProtoMessage() {}
 
 func (x *BarrierEnterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[30]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2207,7 +2439,7 @@ func (x *BarrierEnterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierEnterResponse.ProtoReflect.Descriptor instead.
 func (*BarrierEnterResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{30}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BarrierEnterResponse) GetHeader() *ResponseHeader {
@@ -2234,7 +2466,7 @@ type BarrierLeaveRequest struct {
 
 func (x *BarrierLeaveRequest) Reset() {
 	*x = BarrierLeaveRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[31]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2478,7 @@ func (x *BarrierLeaveRequest) String() string {
 func (*BarrierLeaveRequest) ProtoMessage() {}
 
 func (x *BarrierLeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[31]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2491,7 @@ func (x *BarrierLeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierLeaveRequest.ProtoReflect.Descriptor instead.
 func (*BarrierLeaveRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{31}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BarrierLeaveRequest) GetName() string {
@@ -2285,7 +2517,7 @@ type BarrierLeaveResponse struct {
 
 func (x *BarrierLeaveResponse) Reset() {
 	*x = BarrierLeaveResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[32]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2529,7 @@ func (x *BarrierLeaveResponse) String() string {
 func (*BarrierLeaveResponse) ProtoMessage() {}
 
 func (x *BarrierLeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[32]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2542,7 @@ func (x *BarrierLeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BarrierLeaveResponse.ProtoReflect.Descriptor instead.
 func (*BarrierLeaveResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{32}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BarrierLeaveResponse) GetHeader() *ResponseHeader {
@@ -2330,7 +2562,7 @@ type GetBarrierRequest struct {
 
 func (x *GetBarrierRequest) Reset() {
 	*x = GetBarrierRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[33]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2574,7 @@ func (x *GetBarrierRequest) String() string {
 func (*GetBarrierRequest) ProtoMessage() {}
 
 func (x *GetBarrierRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[33]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2587,7 @@ func (x *GetBarrierRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBarrierRequest.ProtoReflect.Descriptor instead.
 func (*GetBarrierRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{33}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetBarrierRequest) GetName() string {
@@ -2383,7 +2615,7 @@ type GetBarrierResponse struct {
 
 func (x *GetBarrierResponse) Reset() {
 	*x = GetBarrierResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[34]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2627,7 @@ func (x *GetBarrierResponse) String() string {
 func (*GetBarrierResponse) ProtoMessage() {}
 
 func (x *GetBarrierResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[34]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2640,7 @@ func (x *GetBarrierResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBarrierResponse.ProtoReflect.Descriptor instead.
 func (*GetBarrierResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{34}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetBarrierResponse) GetHeader() *ResponseHeader {
@@ -2437,7 +2669,7 @@ type ListBarriersRequest struct {
 
 func (x *ListBarriersRequest) Reset() {
 	*x = ListBarriersRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[35]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2681,7 @@ func (x *ListBarriersRequest) String() string {
 func (*ListBarriersRequest) ProtoMessage() {}
 
 func (x *ListBarriersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[35]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2694,7 @@ func (x *ListBarriersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBarriersRequest.ProtoReflect.Descriptor instead.
 func (*ListBarriersRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{35}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListBarriersRequest) GetPrefix() string {
@@ -2504,7 +2736,7 @@ type ListBarriersResponse struct {
 
 func (x *ListBarriersResponse) Reset() {
 	*x = ListBarriersResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[36]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2748,7 @@ func (x *ListBarriersResponse) String() string {
 func (*ListBarriersResponse) ProtoMessage() {}
 
 func (x *ListBarriersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[36]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2761,7 @@ func (x *ListBarriersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBarriersResponse.ProtoReflect.Descriptor instead.
 func (*ListBarriersResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{36}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListBarriersResponse) GetHeader() *ResponseHeader {
@@ -2574,7 +2806,7 @@ type QueueItem struct {
 
 func (x *QueueItem) Reset() {
 	*x = QueueItem{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[37]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2586,7 +2818,7 @@ func (x *QueueItem) String() string {
 func (*QueueItem) ProtoMessage() {}
 
 func (x *QueueItem) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[37]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2599,7 +2831,7 @@ func (x *QueueItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueItem.ProtoReflect.Descriptor instead.
 func (*QueueItem) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{37}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *QueueItem) GetQueue() string {
@@ -2670,7 +2902,7 @@ type QueueConsumer struct {
 
 func (x *QueueConsumer) Reset() {
 	*x = QueueConsumer{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[38]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +2914,7 @@ func (x *QueueConsumer) String() string {
 func (*QueueConsumer) ProtoMessage() {}
 
 func (x *QueueConsumer) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[38]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +2927,7 @@ func (x *QueueConsumer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueConsumer.ProtoReflect.Descriptor instead.
 func (*QueueConsumer) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{38}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *QueueConsumer) GetLease() int64 {
@@ -2729,7 +2961,7 @@ type EnqueueRequest struct {
 
 func (x *EnqueueRequest) Reset() {
 	*x = EnqueueRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[39]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2973,7 @@ func (x *EnqueueRequest) String() string {
 func (*EnqueueRequest) ProtoMessage() {}
 
 func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[39]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2986,7 @@ func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueRequest.ProtoReflect.Descriptor instead.
 func (*EnqueueRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{39}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *EnqueueRequest) GetQueue() string {
@@ -2781,7 +3013,7 @@ type EnqueueResponse struct {
 
 func (x *EnqueueResponse) Reset() {
 	*x = EnqueueResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[40]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +3025,7 @@ func (x *EnqueueResponse) String() string {
 func (*EnqueueResponse) ProtoMessage() {}
 
 func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[40]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +3038,7 @@ func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueResponse.ProtoReflect.Descriptor instead.
 func (*EnqueueResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{40}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EnqueueResponse) GetHeader() *ResponseHeader {
@@ -2842,7 +3074,7 @@ type DequeueRequest struct {
 
 func (x *DequeueRequest) Reset() {
 	*x = DequeueRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[41]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3086,7 @@ func (x *DequeueRequest) String() string {
 func (*DequeueRequest) ProtoMessage() {}
 
 func (x *DequeueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[41]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3099,7 @@ func (x *DequeueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DequeueRequest.ProtoReflect.Descriptor instead.
 func (*DequeueRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{41}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DequeueRequest) GetQueue() string {
@@ -2915,7 +3147,7 @@ type DequeueResponse struct {
 
 func (x *DequeueResponse) Reset() {
 	*x = DequeueResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[42]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2927,7 +3159,7 @@ func (x *DequeueResponse) String() string {
 func (*DequeueResponse) ProtoMessage() {}
 
 func (x *DequeueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[42]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2940,7 +3172,7 @@ func (x *DequeueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DequeueResponse.ProtoReflect.Descriptor instead.
 func (*DequeueResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{42}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DequeueResponse) GetHeader() *ResponseHeader {
@@ -2970,7 +3202,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[43]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3214,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[43]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3227,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{43}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AckRequest) GetQueue() string {
@@ -3028,7 +3260,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[44]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3272,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[44]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3285,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{44}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AckResponse) GetHeader() *ResponseHeader {
@@ -3076,7 +3308,7 @@ type QueueStatusRequest struct {
 
 func (x *QueueStatusRequest) Reset() {
 	*x = QueueStatusRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[45]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3320,7 @@ func (x *QueueStatusRequest) String() string {
 func (*QueueStatusRequest) ProtoMessage() {}
 
 func (x *QueueStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[45]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3333,7 @@ func (x *QueueStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStatusRequest.ProtoReflect.Descriptor instead.
 func (*QueueStatusRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{45}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *QueueStatusRequest) GetQueue() string {
@@ -3148,7 +3380,7 @@ type QueueStatus struct {
 
 func (x *QueueStatus) Reset() {
 	*x = QueueStatus{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[46]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3160,7 +3392,7 @@ func (x *QueueStatus) String() string {
 func (*QueueStatus) ProtoMessage() {}
 
 func (x *QueueStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[46]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3173,7 +3405,7 @@ func (x *QueueStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStatus.ProtoReflect.Descriptor instead.
 func (*QueueStatus) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{46}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *QueueStatus) GetQueue() string {
@@ -3228,7 +3460,7 @@ type QueueStatusResponse struct {
 
 func (x *QueueStatusResponse) Reset() {
 	*x = QueueStatusResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[47]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3472,7 @@ func (x *QueueStatusResponse) String() string {
 func (*QueueStatusResponse) ProtoMessage() {}
 
 func (x *QueueStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[47]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3485,7 @@ func (x *QueueStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStatusResponse.ProtoReflect.Descriptor instead.
 func (*QueueStatusResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{47}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *QueueStatusResponse) GetHeader() *ResponseHeader {
@@ -3282,7 +3514,7 @@ type ListQueuesRequest struct {
 
 func (x *ListQueuesRequest) Reset() {
 	*x = ListQueuesRequest{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[48]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3294,7 +3526,7 @@ func (x *ListQueuesRequest) String() string {
 func (*ListQueuesRequest) ProtoMessage() {}
 
 func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[48]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3307,7 +3539,7 @@ func (x *ListQueuesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesRequest.ProtoReflect.Descriptor instead.
 func (*ListQueuesRequest) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{48}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListQueuesRequest) GetPrefix() string {
@@ -3350,7 +3582,7 @@ type ListQueuesResponse struct {
 
 func (x *ListQueuesResponse) Reset() {
 	*x = ListQueuesResponse{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[49]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +3594,7 @@ func (x *ListQueuesResponse) String() string {
 func (*ListQueuesResponse) ProtoMessage() {}
 
 func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[49]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +3607,7 @@ func (x *ListQueuesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListQueuesResponse.ProtoReflect.Descriptor instead.
 func (*ListQueuesResponse) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{49}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListQueuesResponse) GetHeader() *ResponseHeader {
@@ -3422,7 +3654,7 @@ type LocksCommand struct {
 
 func (x *LocksCommand) Reset() {
 	*x = LocksCommand{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[50]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3434,7 +3666,7 @@ func (x *LocksCommand) String() string {
 func (*LocksCommand) ProtoMessage() {}
 
 func (x *LocksCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[50]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3447,7 +3679,7 @@ func (x *LocksCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksCommand.ProtoReflect.Descriptor instead.
 func (*LocksCommand) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{50}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *LocksCommand) GetOp() isLocksCommand_Op {
@@ -3640,7 +3872,7 @@ type CancelWaitCommand struct {
 
 func (x *CancelWaitCommand) Reset() {
 	*x = CancelWaitCommand{}
-	mi := &file_catalogd_v1_locks_proto_msgTypes[51]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3652,7 +3884,7 @@ func (x *CancelWaitCommand) String() string {
 func (*CancelWaitCommand) ProtoMessage() {}
 
 func (x *CancelWaitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_catalogd_v1_locks_proto_msgTypes[51]
+	mi := &file_catalogd_v1_locks_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3665,7 +3897,7 @@ func (x *CancelWaitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelWaitCommand.ProtoReflect.Descriptor instead.
 func (*CancelWaitCommand) Descriptor() ([]byte, []int) {
-	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{51}
+	return file_catalogd_v1_locks_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CancelWaitCommand) GetTarget() CancelWaitCommand_Target {
@@ -3766,7 +3998,21 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x11ListLocksResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12,\n" +
 	"\x05locks\x18\x02 \x03(\v2\x16.catalogd.v1.LockStateR\x05locks\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\x89\x01\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xd1\x01\n" +
+	"\x11LockStreamRequest\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\x04R\x06callId\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\x12.\n" +
+	"\x04lock\x18\x03 \x01(\v2\x18.catalogd.v1.LockRequestH\x00R\x04lock\x124\n" +
+	"\x06unlock\x18\x04 \x01(\v2\x1a.catalogd.v1.UnlockRequestH\x00R\x06unlock\x12\x18\n" +
+	"\x06cancel\x18\x05 \x01(\bH\x00R\x06cancelB\x04\n" +
+	"\x02op\"\xb7\x01\n" +
+	"\x12LockStreamResponse\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\x04R\x06callId\x12/\n" +
+	"\x04lock\x18\x02 \x01(\v2\x19.catalogd.v1.LockResponseH\x00R\x04lock\x125\n" +
+	"\x06unlock\x18\x03 \x01(\v2\x1b.catalogd.v1.UnlockResponseH\x00R\x06unlock\x12\x16\n" +
+	"\x05error\x18\x04 \x01(\fH\x00R\x05errorB\b\n" +
+	"\x06result\"\x89\x01\n" +
 	"\x0fCampaignRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\x03R\x05lease\x12\x14\n" +
@@ -3953,13 +4199,14 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\vBarrierKind\x12\x1c\n" +
 	"\x18BARRIER_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13BARRIER_KIND_SIMPLE\x10\x01\x12\x17\n" +
-	"\x13BARRIER_KIND_DOUBLE\x10\x022\xcf\x02\n" +
+	"\x13BARRIER_KIND_DOUBLE\x10\x022\x9e\x03\n" +
 	"\x04Lock\x12;\n" +
 	"\x04Lock\x12\x18.catalogd.v1.LockRequest\x1a\x19.catalogd.v1.LockResponse\x12A\n" +
 	"\x06Unlock\x12\x1a.catalogd.v1.UnlockRequest\x1a\x1b.catalogd.v1.UnlockResponse\x12>\n" +
 	"\x05Fence\x12\x19.catalogd.v1.FenceRequest\x1a\x1a.catalogd.v1.FenceResponse\x12@\n" +
 	"\x03Get\x12\x1b.catalogd.v1.GetLockRequest\x1a\x1c.catalogd.v1.GetLockResponse\x12E\n" +
-	"\x04List\x12\x1d.catalogd.v1.ListLocksRequest\x1a\x1e.catalogd.v1.ListLocksResponse2\xe8\x02\n" +
+	"\x04List\x12\x1d.catalogd.v1.ListLocksRequest\x1a\x1e.catalogd.v1.ListLocksResponse\x12M\n" +
+	"\x06Stream\x12\x1e.catalogd.v1.LockStreamRequest\x1a\x1f.catalogd.v1.LockStreamResponse(\x010\x012\xe8\x02\n" +
 	"\bElection\x12G\n" +
 	"\bCampaign\x12\x1c.catalogd.v1.CampaignRequest\x1a\x1d.catalogd.v1.CampaignResponse\x12G\n" +
 	"\bProclaim\x12\x1c.catalogd.v1.ProclaimRequest\x1a\x1d.catalogd.v1.ProclaimResponse\x12A\n" +
@@ -3994,7 +4241,7 @@ func file_catalogd_v1_locks_proto_rawDescGZIP() []byte {
 }
 
 var file_catalogd_v1_locks_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_catalogd_v1_locks_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_catalogd_v1_locks_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_catalogd_v1_locks_proto_goTypes = []any{
 	(LockKind)(0),                  // 0: catalogd.v1.LockKind
 	(LockMode)(0),                  // 1: catalogd.v1.LockMode
@@ -4012,47 +4259,49 @@ var file_catalogd_v1_locks_proto_goTypes = []any{
 	(*GetLockResponse)(nil),        // 13: catalogd.v1.GetLockResponse
 	(*ListLocksRequest)(nil),       // 14: catalogd.v1.ListLocksRequest
 	(*ListLocksResponse)(nil),      // 15: catalogd.v1.ListLocksResponse
-	(*CampaignRequest)(nil),        // 16: catalogd.v1.CampaignRequest
-	(*LeaderKey)(nil),              // 17: catalogd.v1.LeaderKey
-	(*CampaignResponse)(nil),       // 18: catalogd.v1.CampaignResponse
-	(*ProclaimRequest)(nil),        // 19: catalogd.v1.ProclaimRequest
-	(*ProclaimResponse)(nil),       // 20: catalogd.v1.ProclaimResponse
-	(*ResignRequest)(nil),          // 21: catalogd.v1.ResignRequest
-	(*ResignResponse)(nil),         // 22: catalogd.v1.ResignResponse
-	(*LeaderRequest)(nil),          // 23: catalogd.v1.LeaderRequest
-	(*LeaderResponse)(nil),         // 24: catalogd.v1.LeaderResponse
-	(*BarrierParticipant)(nil),     // 25: catalogd.v1.BarrierParticipant
-	(*BarrierState)(nil),           // 26: catalogd.v1.BarrierState
-	(*BarrierSetRequest)(nil),      // 27: catalogd.v1.BarrierSetRequest
-	(*BarrierSetResponse)(nil),     // 28: catalogd.v1.BarrierSetResponse
-	(*BarrierWaitRequest)(nil),     // 29: catalogd.v1.BarrierWaitRequest
-	(*BarrierWaitResponse)(nil),    // 30: catalogd.v1.BarrierWaitResponse
-	(*BarrierReleaseRequest)(nil),  // 31: catalogd.v1.BarrierReleaseRequest
-	(*BarrierReleaseResponse)(nil), // 32: catalogd.v1.BarrierReleaseResponse
-	(*BarrierEnterRequest)(nil),    // 33: catalogd.v1.BarrierEnterRequest
-	(*BarrierEnterResponse)(nil),   // 34: catalogd.v1.BarrierEnterResponse
-	(*BarrierLeaveRequest)(nil),    // 35: catalogd.v1.BarrierLeaveRequest
-	(*BarrierLeaveResponse)(nil),   // 36: catalogd.v1.BarrierLeaveResponse
-	(*GetBarrierRequest)(nil),      // 37: catalogd.v1.GetBarrierRequest
-	(*GetBarrierResponse)(nil),     // 38: catalogd.v1.GetBarrierResponse
-	(*ListBarriersRequest)(nil),    // 39: catalogd.v1.ListBarriersRequest
-	(*ListBarriersResponse)(nil),   // 40: catalogd.v1.ListBarriersResponse
-	(*QueueItem)(nil),              // 41: catalogd.v1.QueueItem
-	(*QueueConsumer)(nil),          // 42: catalogd.v1.QueueConsumer
-	(*EnqueueRequest)(nil),         // 43: catalogd.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),        // 44: catalogd.v1.EnqueueResponse
-	(*DequeueRequest)(nil),         // 45: catalogd.v1.DequeueRequest
-	(*DequeueResponse)(nil),        // 46: catalogd.v1.DequeueResponse
-	(*AckRequest)(nil),             // 47: catalogd.v1.AckRequest
-	(*AckResponse)(nil),            // 48: catalogd.v1.AckResponse
-	(*QueueStatusRequest)(nil),     // 49: catalogd.v1.QueueStatusRequest
-	(*QueueStatus)(nil),            // 50: catalogd.v1.QueueStatus
-	(*QueueStatusResponse)(nil),    // 51: catalogd.v1.QueueStatusResponse
-	(*ListQueuesRequest)(nil),      // 52: catalogd.v1.ListQueuesRequest
-	(*ListQueuesResponse)(nil),     // 53: catalogd.v1.ListQueuesResponse
-	(*LocksCommand)(nil),           // 54: catalogd.v1.LocksCommand
-	(*CancelWaitCommand)(nil),      // 55: catalogd.v1.CancelWaitCommand
-	(*ResponseHeader)(nil),         // 56: catalogd.v1.ResponseHeader
+	(*LockStreamRequest)(nil),      // 16: catalogd.v1.LockStreamRequest
+	(*LockStreamResponse)(nil),     // 17: catalogd.v1.LockStreamResponse
+	(*CampaignRequest)(nil),        // 18: catalogd.v1.CampaignRequest
+	(*LeaderKey)(nil),              // 19: catalogd.v1.LeaderKey
+	(*CampaignResponse)(nil),       // 20: catalogd.v1.CampaignResponse
+	(*ProclaimRequest)(nil),        // 21: catalogd.v1.ProclaimRequest
+	(*ProclaimResponse)(nil),       // 22: catalogd.v1.ProclaimResponse
+	(*ResignRequest)(nil),          // 23: catalogd.v1.ResignRequest
+	(*ResignResponse)(nil),         // 24: catalogd.v1.ResignResponse
+	(*LeaderRequest)(nil),          // 25: catalogd.v1.LeaderRequest
+	(*LeaderResponse)(nil),         // 26: catalogd.v1.LeaderResponse
+	(*BarrierParticipant)(nil),     // 27: catalogd.v1.BarrierParticipant
+	(*BarrierState)(nil),           // 28: catalogd.v1.BarrierState
+	(*BarrierSetRequest)(nil),      // 29: catalogd.v1.BarrierSetRequest
+	(*BarrierSetResponse)(nil),     // 30: catalogd.v1.BarrierSetResponse
+	(*BarrierWaitRequest)(nil),     // 31: catalogd.v1.BarrierWaitRequest
+	(*BarrierWaitResponse)(nil),    // 32: catalogd.v1.BarrierWaitResponse
+	(*BarrierReleaseRequest)(nil),  // 33: catalogd.v1.BarrierReleaseRequest
+	(*BarrierReleaseResponse)(nil), // 34: catalogd.v1.BarrierReleaseResponse
+	(*BarrierEnterRequest)(nil),    // 35: catalogd.v1.BarrierEnterRequest
+	(*BarrierEnterResponse)(nil),   // 36: catalogd.v1.BarrierEnterResponse
+	(*BarrierLeaveRequest)(nil),    // 37: catalogd.v1.BarrierLeaveRequest
+	(*BarrierLeaveResponse)(nil),   // 38: catalogd.v1.BarrierLeaveResponse
+	(*GetBarrierRequest)(nil),      // 39: catalogd.v1.GetBarrierRequest
+	(*GetBarrierResponse)(nil),     // 40: catalogd.v1.GetBarrierResponse
+	(*ListBarriersRequest)(nil),    // 41: catalogd.v1.ListBarriersRequest
+	(*ListBarriersResponse)(nil),   // 42: catalogd.v1.ListBarriersResponse
+	(*QueueItem)(nil),              // 43: catalogd.v1.QueueItem
+	(*QueueConsumer)(nil),          // 44: catalogd.v1.QueueConsumer
+	(*EnqueueRequest)(nil),         // 45: catalogd.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),        // 46: catalogd.v1.EnqueueResponse
+	(*DequeueRequest)(nil),         // 47: catalogd.v1.DequeueRequest
+	(*DequeueResponse)(nil),        // 48: catalogd.v1.DequeueResponse
+	(*AckRequest)(nil),             // 49: catalogd.v1.AckRequest
+	(*AckResponse)(nil),            // 50: catalogd.v1.AckResponse
+	(*QueueStatusRequest)(nil),     // 51: catalogd.v1.QueueStatusRequest
+	(*QueueStatus)(nil),            // 52: catalogd.v1.QueueStatus
+	(*QueueStatusResponse)(nil),    // 53: catalogd.v1.QueueStatusResponse
+	(*ListQueuesRequest)(nil),      // 54: catalogd.v1.ListQueuesRequest
+	(*ListQueuesResponse)(nil),     // 55: catalogd.v1.ListQueuesResponse
+	(*LocksCommand)(nil),           // 56: catalogd.v1.LocksCommand
+	(*CancelWaitCommand)(nil),      // 57: catalogd.v1.CancelWaitCommand
+	(*ResponseHeader)(nil),         // 58: catalogd.v1.ResponseHeader
 }
 var file_catalogd_v1_locks_proto_depIdxs = []int32{
 	1,  // 0: catalogd.v1.LockOwner.mode:type_name -> catalogd.v1.LockMode
@@ -4061,108 +4310,114 @@ var file_catalogd_v1_locks_proto_depIdxs = []int32{
 	4,  // 3: catalogd.v1.LockState.waiters:type_name -> catalogd.v1.LockOwner
 	0,  // 4: catalogd.v1.LockRequest.kind:type_name -> catalogd.v1.LockKind
 	1,  // 5: catalogd.v1.LockRequest.mode:type_name -> catalogd.v1.LockMode
-	56, // 6: catalogd.v1.LockResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 6: catalogd.v1.LockResponse.header:type_name -> catalogd.v1.ResponseHeader
 	5,  // 7: catalogd.v1.LockResponse.state:type_name -> catalogd.v1.LockState
-	56, // 8: catalogd.v1.UnlockResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 8: catalogd.v1.UnlockResponse.header:type_name -> catalogd.v1.ResponseHeader
 	5,  // 9: catalogd.v1.UnlockResponse.state:type_name -> catalogd.v1.LockState
-	56, // 10: catalogd.v1.FenceResponse.header:type_name -> catalogd.v1.ResponseHeader
-	56, // 11: catalogd.v1.GetLockResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 10: catalogd.v1.FenceResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 11: catalogd.v1.GetLockResponse.header:type_name -> catalogd.v1.ResponseHeader
 	5,  // 12: catalogd.v1.GetLockResponse.state:type_name -> catalogd.v1.LockState
 	0,  // 13: catalogd.v1.ListLocksRequest.kind:type_name -> catalogd.v1.LockKind
-	56, // 14: catalogd.v1.ListLocksResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 14: catalogd.v1.ListLocksResponse.header:type_name -> catalogd.v1.ResponseHeader
 	5,  // 15: catalogd.v1.ListLocksResponse.locks:type_name -> catalogd.v1.LockState
-	56, // 16: catalogd.v1.CampaignResponse.header:type_name -> catalogd.v1.ResponseHeader
-	17, // 17: catalogd.v1.CampaignResponse.leader:type_name -> catalogd.v1.LeaderKey
-	17, // 18: catalogd.v1.ProclaimRequest.leader:type_name -> catalogd.v1.LeaderKey
-	56, // 19: catalogd.v1.ProclaimResponse.header:type_name -> catalogd.v1.ResponseHeader
-	17, // 20: catalogd.v1.ResignRequest.leader:type_name -> catalogd.v1.LeaderKey
-	56, // 21: catalogd.v1.ResignResponse.header:type_name -> catalogd.v1.ResponseHeader
-	56, // 22: catalogd.v1.LeaderResponse.header:type_name -> catalogd.v1.ResponseHeader
-	17, // 23: catalogd.v1.LeaderResponse.leader:type_name -> catalogd.v1.LeaderKey
-	2,  // 24: catalogd.v1.BarrierState.kind:type_name -> catalogd.v1.BarrierKind
-	25, // 25: catalogd.v1.BarrierState.participants:type_name -> catalogd.v1.BarrierParticipant
-	56, // 26: catalogd.v1.BarrierSetResponse.header:type_name -> catalogd.v1.ResponseHeader
-	56, // 27: catalogd.v1.BarrierWaitResponse.header:type_name -> catalogd.v1.ResponseHeader
-	56, // 28: catalogd.v1.BarrierReleaseResponse.header:type_name -> catalogd.v1.ResponseHeader
-	56, // 29: catalogd.v1.BarrierEnterResponse.header:type_name -> catalogd.v1.ResponseHeader
-	26, // 30: catalogd.v1.BarrierEnterResponse.state:type_name -> catalogd.v1.BarrierState
-	56, // 31: catalogd.v1.BarrierLeaveResponse.header:type_name -> catalogd.v1.ResponseHeader
-	56, // 32: catalogd.v1.GetBarrierResponse.header:type_name -> catalogd.v1.ResponseHeader
-	26, // 33: catalogd.v1.GetBarrierResponse.state:type_name -> catalogd.v1.BarrierState
-	56, // 34: catalogd.v1.ListBarriersResponse.header:type_name -> catalogd.v1.ResponseHeader
-	26, // 35: catalogd.v1.ListBarriersResponse.barriers:type_name -> catalogd.v1.BarrierState
-	56, // 36: catalogd.v1.EnqueueResponse.header:type_name -> catalogd.v1.ResponseHeader
-	56, // 37: catalogd.v1.DequeueResponse.header:type_name -> catalogd.v1.ResponseHeader
-	41, // 38: catalogd.v1.DequeueResponse.item:type_name -> catalogd.v1.QueueItem
-	56, // 39: catalogd.v1.AckResponse.header:type_name -> catalogd.v1.ResponseHeader
-	41, // 40: catalogd.v1.QueueStatus.in_flight:type_name -> catalogd.v1.QueueItem
-	42, // 41: catalogd.v1.QueueStatus.consumers:type_name -> catalogd.v1.QueueConsumer
-	41, // 42: catalogd.v1.QueueStatus.ready:type_name -> catalogd.v1.QueueItem
-	56, // 43: catalogd.v1.QueueStatusResponse.header:type_name -> catalogd.v1.ResponseHeader
-	50, // 44: catalogd.v1.QueueStatusResponse.status:type_name -> catalogd.v1.QueueStatus
-	56, // 45: catalogd.v1.ListQueuesResponse.header:type_name -> catalogd.v1.ResponseHeader
-	50, // 46: catalogd.v1.ListQueuesResponse.queues:type_name -> catalogd.v1.QueueStatus
-	6,  // 47: catalogd.v1.LocksCommand.acquire:type_name -> catalogd.v1.LockRequest
-	8,  // 48: catalogd.v1.LocksCommand.release:type_name -> catalogd.v1.UnlockRequest
-	55, // 49: catalogd.v1.LocksCommand.cancel:type_name -> catalogd.v1.CancelWaitCommand
-	19, // 50: catalogd.v1.LocksCommand.proclaim:type_name -> catalogd.v1.ProclaimRequest
-	27, // 51: catalogd.v1.LocksCommand.barrier_set:type_name -> catalogd.v1.BarrierSetRequest
-	31, // 52: catalogd.v1.LocksCommand.barrier_release:type_name -> catalogd.v1.BarrierReleaseRequest
-	33, // 53: catalogd.v1.LocksCommand.barrier_enter:type_name -> catalogd.v1.BarrierEnterRequest
-	35, // 54: catalogd.v1.LocksCommand.barrier_leave:type_name -> catalogd.v1.BarrierLeaveRequest
-	43, // 55: catalogd.v1.LocksCommand.enqueue:type_name -> catalogd.v1.EnqueueRequest
-	45, // 56: catalogd.v1.LocksCommand.dequeue:type_name -> catalogd.v1.DequeueRequest
-	47, // 57: catalogd.v1.LocksCommand.ack:type_name -> catalogd.v1.AckRequest
-	3,  // 58: catalogd.v1.CancelWaitCommand.target:type_name -> catalogd.v1.CancelWaitCommand.Target
-	6,  // 59: catalogd.v1.Lock.Lock:input_type -> catalogd.v1.LockRequest
-	8,  // 60: catalogd.v1.Lock.Unlock:input_type -> catalogd.v1.UnlockRequest
-	10, // 61: catalogd.v1.Lock.Fence:input_type -> catalogd.v1.FenceRequest
-	12, // 62: catalogd.v1.Lock.Get:input_type -> catalogd.v1.GetLockRequest
-	14, // 63: catalogd.v1.Lock.List:input_type -> catalogd.v1.ListLocksRequest
-	16, // 64: catalogd.v1.Election.Campaign:input_type -> catalogd.v1.CampaignRequest
-	19, // 65: catalogd.v1.Election.Proclaim:input_type -> catalogd.v1.ProclaimRequest
-	21, // 66: catalogd.v1.Election.Resign:input_type -> catalogd.v1.ResignRequest
-	23, // 67: catalogd.v1.Election.Leader:input_type -> catalogd.v1.LeaderRequest
-	23, // 68: catalogd.v1.Election.Observe:input_type -> catalogd.v1.LeaderRequest
-	27, // 69: catalogd.v1.Barrier.Set:input_type -> catalogd.v1.BarrierSetRequest
-	29, // 70: catalogd.v1.Barrier.Wait:input_type -> catalogd.v1.BarrierWaitRequest
-	31, // 71: catalogd.v1.Barrier.Release:input_type -> catalogd.v1.BarrierReleaseRequest
-	33, // 72: catalogd.v1.Barrier.Enter:input_type -> catalogd.v1.BarrierEnterRequest
-	35, // 73: catalogd.v1.Barrier.Leave:input_type -> catalogd.v1.BarrierLeaveRequest
-	37, // 74: catalogd.v1.Barrier.Get:input_type -> catalogd.v1.GetBarrierRequest
-	39, // 75: catalogd.v1.Barrier.List:input_type -> catalogd.v1.ListBarriersRequest
-	43, // 76: catalogd.v1.Queue.Enqueue:input_type -> catalogd.v1.EnqueueRequest
-	45, // 77: catalogd.v1.Queue.Dequeue:input_type -> catalogd.v1.DequeueRequest
-	47, // 78: catalogd.v1.Queue.Ack:input_type -> catalogd.v1.AckRequest
-	49, // 79: catalogd.v1.Queue.Status:input_type -> catalogd.v1.QueueStatusRequest
-	52, // 80: catalogd.v1.Queue.List:input_type -> catalogd.v1.ListQueuesRequest
-	7,  // 81: catalogd.v1.Lock.Lock:output_type -> catalogd.v1.LockResponse
-	9,  // 82: catalogd.v1.Lock.Unlock:output_type -> catalogd.v1.UnlockResponse
-	11, // 83: catalogd.v1.Lock.Fence:output_type -> catalogd.v1.FenceResponse
-	13, // 84: catalogd.v1.Lock.Get:output_type -> catalogd.v1.GetLockResponse
-	15, // 85: catalogd.v1.Lock.List:output_type -> catalogd.v1.ListLocksResponse
-	18, // 86: catalogd.v1.Election.Campaign:output_type -> catalogd.v1.CampaignResponse
-	20, // 87: catalogd.v1.Election.Proclaim:output_type -> catalogd.v1.ProclaimResponse
-	22, // 88: catalogd.v1.Election.Resign:output_type -> catalogd.v1.ResignResponse
-	24, // 89: catalogd.v1.Election.Leader:output_type -> catalogd.v1.LeaderResponse
-	24, // 90: catalogd.v1.Election.Observe:output_type -> catalogd.v1.LeaderResponse
-	28, // 91: catalogd.v1.Barrier.Set:output_type -> catalogd.v1.BarrierSetResponse
-	30, // 92: catalogd.v1.Barrier.Wait:output_type -> catalogd.v1.BarrierWaitResponse
-	32, // 93: catalogd.v1.Barrier.Release:output_type -> catalogd.v1.BarrierReleaseResponse
-	34, // 94: catalogd.v1.Barrier.Enter:output_type -> catalogd.v1.BarrierEnterResponse
-	36, // 95: catalogd.v1.Barrier.Leave:output_type -> catalogd.v1.BarrierLeaveResponse
-	38, // 96: catalogd.v1.Barrier.Get:output_type -> catalogd.v1.GetBarrierResponse
-	40, // 97: catalogd.v1.Barrier.List:output_type -> catalogd.v1.ListBarriersResponse
-	44, // 98: catalogd.v1.Queue.Enqueue:output_type -> catalogd.v1.EnqueueResponse
-	46, // 99: catalogd.v1.Queue.Dequeue:output_type -> catalogd.v1.DequeueResponse
-	48, // 100: catalogd.v1.Queue.Ack:output_type -> catalogd.v1.AckResponse
-	51, // 101: catalogd.v1.Queue.Status:output_type -> catalogd.v1.QueueStatusResponse
-	53, // 102: catalogd.v1.Queue.List:output_type -> catalogd.v1.ListQueuesResponse
-	81, // [81:103] is the sub-list for method output_type
-	59, // [59:81] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	6,  // 16: catalogd.v1.LockStreamRequest.lock:type_name -> catalogd.v1.LockRequest
+	8,  // 17: catalogd.v1.LockStreamRequest.unlock:type_name -> catalogd.v1.UnlockRequest
+	7,  // 18: catalogd.v1.LockStreamResponse.lock:type_name -> catalogd.v1.LockResponse
+	9,  // 19: catalogd.v1.LockStreamResponse.unlock:type_name -> catalogd.v1.UnlockResponse
+	58, // 20: catalogd.v1.CampaignResponse.header:type_name -> catalogd.v1.ResponseHeader
+	19, // 21: catalogd.v1.CampaignResponse.leader:type_name -> catalogd.v1.LeaderKey
+	19, // 22: catalogd.v1.ProclaimRequest.leader:type_name -> catalogd.v1.LeaderKey
+	58, // 23: catalogd.v1.ProclaimResponse.header:type_name -> catalogd.v1.ResponseHeader
+	19, // 24: catalogd.v1.ResignRequest.leader:type_name -> catalogd.v1.LeaderKey
+	58, // 25: catalogd.v1.ResignResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 26: catalogd.v1.LeaderResponse.header:type_name -> catalogd.v1.ResponseHeader
+	19, // 27: catalogd.v1.LeaderResponse.leader:type_name -> catalogd.v1.LeaderKey
+	2,  // 28: catalogd.v1.BarrierState.kind:type_name -> catalogd.v1.BarrierKind
+	27, // 29: catalogd.v1.BarrierState.participants:type_name -> catalogd.v1.BarrierParticipant
+	58, // 30: catalogd.v1.BarrierSetResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 31: catalogd.v1.BarrierWaitResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 32: catalogd.v1.BarrierReleaseResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 33: catalogd.v1.BarrierEnterResponse.header:type_name -> catalogd.v1.ResponseHeader
+	28, // 34: catalogd.v1.BarrierEnterResponse.state:type_name -> catalogd.v1.BarrierState
+	58, // 35: catalogd.v1.BarrierLeaveResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 36: catalogd.v1.GetBarrierResponse.header:type_name -> catalogd.v1.ResponseHeader
+	28, // 37: catalogd.v1.GetBarrierResponse.state:type_name -> catalogd.v1.BarrierState
+	58, // 38: catalogd.v1.ListBarriersResponse.header:type_name -> catalogd.v1.ResponseHeader
+	28, // 39: catalogd.v1.ListBarriersResponse.barriers:type_name -> catalogd.v1.BarrierState
+	58, // 40: catalogd.v1.EnqueueResponse.header:type_name -> catalogd.v1.ResponseHeader
+	58, // 41: catalogd.v1.DequeueResponse.header:type_name -> catalogd.v1.ResponseHeader
+	43, // 42: catalogd.v1.DequeueResponse.item:type_name -> catalogd.v1.QueueItem
+	58, // 43: catalogd.v1.AckResponse.header:type_name -> catalogd.v1.ResponseHeader
+	43, // 44: catalogd.v1.QueueStatus.in_flight:type_name -> catalogd.v1.QueueItem
+	44, // 45: catalogd.v1.QueueStatus.consumers:type_name -> catalogd.v1.QueueConsumer
+	43, // 46: catalogd.v1.QueueStatus.ready:type_name -> catalogd.v1.QueueItem
+	58, // 47: catalogd.v1.QueueStatusResponse.header:type_name -> catalogd.v1.ResponseHeader
+	52, // 48: catalogd.v1.QueueStatusResponse.status:type_name -> catalogd.v1.QueueStatus
+	58, // 49: catalogd.v1.ListQueuesResponse.header:type_name -> catalogd.v1.ResponseHeader
+	52, // 50: catalogd.v1.ListQueuesResponse.queues:type_name -> catalogd.v1.QueueStatus
+	6,  // 51: catalogd.v1.LocksCommand.acquire:type_name -> catalogd.v1.LockRequest
+	8,  // 52: catalogd.v1.LocksCommand.release:type_name -> catalogd.v1.UnlockRequest
+	57, // 53: catalogd.v1.LocksCommand.cancel:type_name -> catalogd.v1.CancelWaitCommand
+	21, // 54: catalogd.v1.LocksCommand.proclaim:type_name -> catalogd.v1.ProclaimRequest
+	29, // 55: catalogd.v1.LocksCommand.barrier_set:type_name -> catalogd.v1.BarrierSetRequest
+	33, // 56: catalogd.v1.LocksCommand.barrier_release:type_name -> catalogd.v1.BarrierReleaseRequest
+	35, // 57: catalogd.v1.LocksCommand.barrier_enter:type_name -> catalogd.v1.BarrierEnterRequest
+	37, // 58: catalogd.v1.LocksCommand.barrier_leave:type_name -> catalogd.v1.BarrierLeaveRequest
+	45, // 59: catalogd.v1.LocksCommand.enqueue:type_name -> catalogd.v1.EnqueueRequest
+	47, // 60: catalogd.v1.LocksCommand.dequeue:type_name -> catalogd.v1.DequeueRequest
+	49, // 61: catalogd.v1.LocksCommand.ack:type_name -> catalogd.v1.AckRequest
+	3,  // 62: catalogd.v1.CancelWaitCommand.target:type_name -> catalogd.v1.CancelWaitCommand.Target
+	6,  // 63: catalogd.v1.Lock.Lock:input_type -> catalogd.v1.LockRequest
+	8,  // 64: catalogd.v1.Lock.Unlock:input_type -> catalogd.v1.UnlockRequest
+	10, // 65: catalogd.v1.Lock.Fence:input_type -> catalogd.v1.FenceRequest
+	12, // 66: catalogd.v1.Lock.Get:input_type -> catalogd.v1.GetLockRequest
+	14, // 67: catalogd.v1.Lock.List:input_type -> catalogd.v1.ListLocksRequest
+	16, // 68: catalogd.v1.Lock.Stream:input_type -> catalogd.v1.LockStreamRequest
+	18, // 69: catalogd.v1.Election.Campaign:input_type -> catalogd.v1.CampaignRequest
+	21, // 70: catalogd.v1.Election.Proclaim:input_type -> catalogd.v1.ProclaimRequest
+	23, // 71: catalogd.v1.Election.Resign:input_type -> catalogd.v1.ResignRequest
+	25, // 72: catalogd.v1.Election.Leader:input_type -> catalogd.v1.LeaderRequest
+	25, // 73: catalogd.v1.Election.Observe:input_type -> catalogd.v1.LeaderRequest
+	29, // 74: catalogd.v1.Barrier.Set:input_type -> catalogd.v1.BarrierSetRequest
+	31, // 75: catalogd.v1.Barrier.Wait:input_type -> catalogd.v1.BarrierWaitRequest
+	33, // 76: catalogd.v1.Barrier.Release:input_type -> catalogd.v1.BarrierReleaseRequest
+	35, // 77: catalogd.v1.Barrier.Enter:input_type -> catalogd.v1.BarrierEnterRequest
+	37, // 78: catalogd.v1.Barrier.Leave:input_type -> catalogd.v1.BarrierLeaveRequest
+	39, // 79: catalogd.v1.Barrier.Get:input_type -> catalogd.v1.GetBarrierRequest
+	41, // 80: catalogd.v1.Barrier.List:input_type -> catalogd.v1.ListBarriersRequest
+	45, // 81: catalogd.v1.Queue.Enqueue:input_type -> catalogd.v1.EnqueueRequest
+	47, // 82: catalogd.v1.Queue.Dequeue:input_type -> catalogd.v1.DequeueRequest
+	49, // 83: catalogd.v1.Queue.Ack:input_type -> catalogd.v1.AckRequest
+	51, // 84: catalogd.v1.Queue.Status:input_type -> catalogd.v1.QueueStatusRequest
+	54, // 85: catalogd.v1.Queue.List:input_type -> catalogd.v1.ListQueuesRequest
+	7,  // 86: catalogd.v1.Lock.Lock:output_type -> catalogd.v1.LockResponse
+	9,  // 87: catalogd.v1.Lock.Unlock:output_type -> catalogd.v1.UnlockResponse
+	11, // 88: catalogd.v1.Lock.Fence:output_type -> catalogd.v1.FenceResponse
+	13, // 89: catalogd.v1.Lock.Get:output_type -> catalogd.v1.GetLockResponse
+	15, // 90: catalogd.v1.Lock.List:output_type -> catalogd.v1.ListLocksResponse
+	17, // 91: catalogd.v1.Lock.Stream:output_type -> catalogd.v1.LockStreamResponse
+	20, // 92: catalogd.v1.Election.Campaign:output_type -> catalogd.v1.CampaignResponse
+	22, // 93: catalogd.v1.Election.Proclaim:output_type -> catalogd.v1.ProclaimResponse
+	24, // 94: catalogd.v1.Election.Resign:output_type -> catalogd.v1.ResignResponse
+	26, // 95: catalogd.v1.Election.Leader:output_type -> catalogd.v1.LeaderResponse
+	26, // 96: catalogd.v1.Election.Observe:output_type -> catalogd.v1.LeaderResponse
+	30, // 97: catalogd.v1.Barrier.Set:output_type -> catalogd.v1.BarrierSetResponse
+	32, // 98: catalogd.v1.Barrier.Wait:output_type -> catalogd.v1.BarrierWaitResponse
+	34, // 99: catalogd.v1.Barrier.Release:output_type -> catalogd.v1.BarrierReleaseResponse
+	36, // 100: catalogd.v1.Barrier.Enter:output_type -> catalogd.v1.BarrierEnterResponse
+	38, // 101: catalogd.v1.Barrier.Leave:output_type -> catalogd.v1.BarrierLeaveResponse
+	40, // 102: catalogd.v1.Barrier.Get:output_type -> catalogd.v1.GetBarrierResponse
+	42, // 103: catalogd.v1.Barrier.List:output_type -> catalogd.v1.ListBarriersResponse
+	46, // 104: catalogd.v1.Queue.Enqueue:output_type -> catalogd.v1.EnqueueResponse
+	48, // 105: catalogd.v1.Queue.Dequeue:output_type -> catalogd.v1.DequeueResponse
+	50, // 106: catalogd.v1.Queue.Ack:output_type -> catalogd.v1.AckResponse
+	53, // 107: catalogd.v1.Queue.Status:output_type -> catalogd.v1.QueueStatusResponse
+	55, // 108: catalogd.v1.Queue.List:output_type -> catalogd.v1.ListQueuesResponse
+	86, // [86:109] is the sub-list for method output_type
+	63, // [63:86] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_catalogd_v1_locks_proto_init() }
@@ -4171,7 +4426,17 @@ func file_catalogd_v1_locks_proto_init() {
 		return
 	}
 	file_catalogd_v1_catalog_proto_init()
-	file_catalogd_v1_locks_proto_msgTypes[50].OneofWrappers = []any{
+	file_catalogd_v1_locks_proto_msgTypes[12].OneofWrappers = []any{
+		(*LockStreamRequest_Lock)(nil),
+		(*LockStreamRequest_Unlock)(nil),
+		(*LockStreamRequest_Cancel)(nil),
+	}
+	file_catalogd_v1_locks_proto_msgTypes[13].OneofWrappers = []any{
+		(*LockStreamResponse_Lock)(nil),
+		(*LockStreamResponse_Unlock)(nil),
+		(*LockStreamResponse_Error)(nil),
+	}
+	file_catalogd_v1_locks_proto_msgTypes[52].OneofWrappers = []any{
 		(*LocksCommand_Acquire)(nil),
 		(*LocksCommand_Release)(nil),
 		(*LocksCommand_Cancel)(nil),
@@ -4190,7 +4455,7 @@ func file_catalogd_v1_locks_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_catalogd_v1_locks_proto_rawDesc), len(file_catalogd_v1_locks_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   52,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

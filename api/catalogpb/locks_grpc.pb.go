@@ -29,6 +29,7 @@ const (
 	Lock_Fence_FullMethodName  = "/catalogd.v1.Lock/Fence"
 	Lock_Get_FullMethodName    = "/catalogd.v1.Lock/Get"
 	Lock_List_FullMethodName   = "/catalogd.v1.Lock/List"
+	Lock_Stream_FullMethodName = "/catalogd.v1.Lock/Stream"
 )
 
 // LockClient is the client API for Lock service.
@@ -45,6 +46,10 @@ type LockClient interface {
 	Fence(ctx context.Context, in *FenceRequest, opts ...grpc.CallOption) (*FenceResponse, error)
 	Get(ctx context.Context, in *GetLockRequest, opts ...grpc.CallOption) (*GetLockResponse, error)
 	List(ctx context.Context, in *ListLocksRequest, opts ...grpc.CallOption) (*ListLocksResponse, error)
+	// Stream carries many Lock and Unlock calls, concurrently, over one
+	// stream: the SDK's helpers use it to spare each call the setting up of
+	// an HTTP/2 stream of its own. Calls in flight end with the stream.
+	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LockStreamRequest, LockStreamResponse], error)
 }
 
 type lockClient struct {
@@ -105,6 +110,19 @@ func (c *lockClient) List(ctx context.Context, in *ListLocksRequest, opts ...grp
 	return out, nil
 }
 
+func (c *lockClient) Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LockStreamRequest, LockStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Lock_ServiceDesc.Streams[0], Lock_Stream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[LockStreamRequest, LockStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lock_StreamClient = grpc.BidiStreamingClient[LockStreamRequest, LockStreamResponse]
+
 // LockServer is the server API for Lock service.
 // All implementations must embed UnimplementedLockServer
 // for forward compatibility.
@@ -119,6 +137,10 @@ type LockServer interface {
 	Fence(context.Context, *FenceRequest) (*FenceResponse, error)
 	Get(context.Context, *GetLockRequest) (*GetLockResponse, error)
 	List(context.Context, *ListLocksRequest) (*ListLocksResponse, error)
+	// Stream carries many Lock and Unlock calls, concurrently, over one
+	// stream: the SDK's helpers use it to spare each call the setting up of
+	// an HTTP/2 stream of its own. Calls in flight end with the stream.
+	Stream(grpc.BidiStreamingServer[LockStreamRequest, LockStreamResponse]) error
 	mustEmbedUnimplementedLockServer()
 }
 
@@ -143,6 +165,9 @@ func (UnimplementedLockServer) Get(context.Context, *GetLockRequest) (*GetLockRe
 }
 func (UnimplementedLockServer) List(context.Context, *ListLocksRequest) (*ListLocksResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedLockServer) Stream(grpc.BidiStreamingServer[LockStreamRequest, LockStreamResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Stream not implemented")
 }
 func (UnimplementedLockServer) mustEmbedUnimplementedLockServer() {}
 func (UnimplementedLockServer) testEmbeddedByValue()              {}
@@ -255,6 +280,13 @@ func _Lock_List_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Lock_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LockServer).Stream(&grpc.GenericServerStream[LockStreamRequest, LockStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lock_StreamServer = grpc.BidiStreamingServer[LockStreamRequest, LockStreamResponse]
+
 // Lock_ServiceDesc is the grpc.ServiceDesc for Lock service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -283,7 +315,14 @@ var Lock_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Lock_List_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Stream",
+			Handler:       _Lock_Stream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "catalogd/v1/locks.proto",
 }
 

@@ -84,3 +84,9 @@ func (c *rpcCache) series(m *Metrics, method string) *rpcSeries {
 	})
 	return s.(*rpcSeries)
 }
+
+// ObserveCall counts one call carried inside a stream (Lock.Stream's Lock
+// and Unlock) as the unary call method would be counted.
+func (m *Metrics) ObserveCall(method string, err error, d time.Duration) {
+	m.observeRPC(method, status.Code(err), d)
+}

@@ -1,0 +1,268 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/catalogd/catalogd/api/catalogpb"
+)
+
+// A lockStream carries the client's Lock and Unlock calls over one
+// Lock.Stream, opened at the first call and again after it broke: each call
+// then costs one message each way instead of an HTTP/2 stream of its own.
+// A call ends as the unary call would (same response, same status error);
+// a stream that breaks fails the calls in flight with its error, which the
+// callers' retries treat as a lost connection. A server without Lock.Stream
+// (Unimplemented) gets unary calls from then on.
+type lockStream struct {
+	conn *grpc.ClientConn
+
+	mu     sync.Mutex
+	cur    *lockStreamConn
+	unary  bool // the server does not serve Lock.Stream
+	nextID uint64
+	closed bool
+}
+
+// A lockStreamConn is one opened Lock.Stream and its calls in flight.
+type lockStreamConn struct {
+	stream catalogpb.Lock_StreamClient
+	cancel context.CancelFunc
+	sendMu sync.Mutex
+
+	mu    sync.Mutex
+	calls map[uint64]chan *catalogpb.LockStreamResponse
+	err   error // set when the stream ended; calls then fail with it
+}
+
+// lockCaller is the LockClient the helpers use: Lock and Unlock go over the
+// client's lock stream, the rest unary.
+type lockCaller struct {
+	catalogpb.LockClient
+	ls *lockStream
+}
+
+func (c lockCaller) Lock(ctx context.Context, req *catalogpb.LockRequest, _ ...grpc.CallOption) (*catalogpb.LockResponse, error) {
+	resp, err := c.ls.call(ctx, &catalogpb.LockStreamRequest{Op: &catalogpb.LockStreamRequest_Lock{Lock: req}}, func(ctx context.Context) (*catalogpb.LockStreamResponse, error) {
+		r, err := c.LockClient.Lock(ctx, req)
+		return &catalogpb.LockStreamResponse{Result: &catalogpb.LockStreamResponse_Lock{Lock: r}}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetLock(), nil
+}
+
+func (c lockCaller) Unlock(ctx context.Context, req *catalogpb.UnlockRequest, _ ...grpc.CallOption) (*catalogpb.UnlockResponse, error) {
+	resp, err := c.ls.call(ctx, &catalogpb.LockStreamRequest{Op: &catalogpb.LockStreamRequest_Unlock{Unlock: req}}, func(ctx context.Context) (*catalogpb.LockStreamResponse, error) {
+		r, err := c.LockClient.Unlock(ctx, req)
+		return &catalogpb.LockStreamResponse{Result: &catalogpb.LockStreamResponse_Unlock{Unlock: r}}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetUnlock(), nil
+}
+
+// errLockStreamClosed ends the calls of a client being closed.
+var errLockStreamClosed = status.Error(codes.Canceled, "sdk: client closed")
+
+// call sends req on the stream and waits for its response, ctx's end (then
+// it cancels the call on the server) or the stream's end. unary makes the
+// call when the server has no Lock.Stream.
+func (ls *lockStream) call(ctx context.Context, req *catalogpb.LockStreamRequest,
+	unary func(context.Context) (*catalogpb.LockStreamResponse, error)) (*catalogpb.LockStreamResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	sc, id, ch, err := ls.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if sc == nil {
+		return unary(ctx)
+	}
+	req.CallId = id
+	if deadline, ok := ctx.Deadline(); ok {
+		req.TimeoutMs = max(time.Until(deadline).Milliseconds(), 1)
+	}
+	if err := sc.send(req); err != nil {
+		sc.forget(id)
+		if ls.isUnary() {
+			return unary(ctx)
+		}
+		ls.broken(sc, err)
+		return nil, sc.failure(err)
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			if ls.isUnary() {
+				// The server has no Lock.Stream: it never saw the call.
+				return unary(ctx)
+			}
+			return nil, sc.failure(nil)
+		}
+		if b := resp.GetError(); b != nil {
+			var st spb.Status
+			if err := proto.Unmarshal(b, &st); err != nil {
+				return nil, status.Errorf(codes.Internal, "sdk: undecodable error from the lock stream: %v", err)
+			}
+			return nil, status.ErrorProto(&st)
+		}
+		return resp, nil
+	case <-ctx.Done():
+		if sc.forget(id) {
+			// Best effort: a stream that broke ended the call anyway.
+			_ = sc.send(&catalogpb.LockStreamRequest{CallId: id, Op: &catalogpb.LockStreamRequest_Cancel{Cancel: true}})
+		}
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (ls *lockStream) isUnary() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.unary
+}
+
+// open returns the stream (opening it if needed) with a call registered on
+// it, or a nil stream when calls must be unary.
+func (ls *lockStream) open(ctx context.Context) (*lockStreamConn, uint64, chan *catalogpb.LockStreamResponse, error) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.closed {
+		return nil, 0, nil, errLockStreamClosed
+	}
+	if ls.unary {
+		return nil, 0, nil, nil
+	}
+	if ls.cur == nil {
+		// The stream outlives the call that opens it.
+		sctx, cancel := context.WithCancel(context.Background())
+		stream, err := catalogpb.NewLockClient(ls.conn).Stream(sctx)
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return nil, 0, nil, status.FromContextError(ctx.Err()).Err()
+			}
+			return nil, 0, nil, err
+		}
+		sc := &lockStreamConn{stream: stream, cancel: cancel, calls: make(map[uint64]chan *catalogpb.LockStreamResponse)}
+		ls.cur = sc
+		go ls.receive(sc)
+	}
+	ls.nextID++
+	ch := make(chan *catalogpb.LockStreamResponse, 1)
+	sc := ls.cur
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.err != nil {
+		// Ended between the receiver noticing and dropping it: unary this
+		// once rather than fail a call the stream never carried.
+		return nil, 0, nil, nil
+	}
+	sc.calls[ls.nextID] = ch
+	return sc, ls.nextID, ch, nil
+}
+
+// receive hands each response to its call until the stream ends.
+func (ls *lockStream) receive(sc *lockStreamConn) {
+	for {
+		resp, err := sc.stream.Recv()
+		if err != nil {
+			if status.Code(err) == codes.Unimplemented {
+				ls.mu.Lock()
+				ls.unary = true
+				ls.mu.Unlock()
+			}
+			ls.broken(sc, err)
+			return
+		}
+		sc.mu.Lock()
+		ch := sc.calls[resp.GetCallId()]
+		delete(sc.calls, resp.GetCallId())
+		sc.mu.Unlock()
+		if ch != nil {
+			ch <- resp
+		}
+	}
+}
+
+// broken drops sc, if it is the current stream, and fails its calls.
+func (ls *lockStream) broken(sc *lockStreamConn, err error) {
+	ls.mu.Lock()
+	if ls.cur == sc {
+		ls.cur = nil
+	}
+	ls.mu.Unlock()
+	sc.end(err)
+}
+
+func (ls *lockStream) close() {
+	ls.mu.Lock()
+	ls.closed = true
+	sc := ls.cur
+	ls.cur = nil
+	ls.mu.Unlock()
+	if sc != nil {
+		sc.end(errLockStreamClosed)
+	}
+}
+
+func (sc *lockStreamConn) send(req *catalogpb.LockStreamRequest) error {
+	sc.sendMu.Lock()
+	defer sc.sendMu.Unlock()
+	return sc.stream.Send(req)
+}
+
+// forget removes call id; it reports whether the call was still in flight.
+func (sc *lockStreamConn) forget(id uint64) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	_, ok := sc.calls[id]
+	delete(sc.calls, id)
+	return ok
+}
+
+// end fails the calls in flight with err and closes the stream.
+func (sc *lockStreamConn) end(err error) {
+	sc.mu.Lock()
+	if sc.err == nil {
+		sc.err = err
+	}
+	calls := sc.calls
+	sc.calls = make(map[uint64]chan *catalogpb.LockStreamResponse)
+	sc.mu.Unlock()
+	for _, ch := range calls {
+		close(ch)
+	}
+	sc.cancel()
+}
+
+// failure is the error a call fails with when the stream ended under it:
+// the stream's status, or Unavailable (the connection was lost, as a unary
+// call would report it).
+func (sc *lockStreamConn) failure(sendErr error) error {
+	sc.mu.Lock()
+	err := sc.err
+	sc.mu.Unlock()
+	if err == nil {
+		err = sendErr
+	}
+	if errors.Is(err, errLockStreamClosed) {
+		return err
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown && st.Code() != codes.Canceled {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "sdk: the lock stream ended: %v", err)
+}

@@ -25,11 +25,13 @@ import (
 type lockStream struct {
 	conn *grpc.ClientConn
 
-	mu     sync.Mutex
-	cur    *lockStreamConn
-	unary  bool // the server does not serve Lock.Stream
-	nextID uint64
-	closed bool
+	mu  sync.Mutex
+	cur *lockStreamConn
+	// opening is closed when the stream being opened is open (or failed).
+	opening chan struct{}
+	unary   bool // the server does not serve Lock.Stream
+	nextID  uint64
+	closed  bool
 }
 
 // A lockStreamConn is one opened Lock.Stream and its calls in flight.
@@ -135,21 +137,59 @@ func (ls *lockStream) isUnary() bool {
 }
 
 // open returns the stream (opening it if needed) with a call registered on
-// it, or a nil stream when calls must be unary.
+// it, or a nil stream when calls must be unary. Opening may wait for a
+// connection: it is bounded by ctx, and other calls wait for it only as long
+// as their own contexts allow.
 func (ls *lockStream) open(ctx context.Context) (*lockStreamConn, uint64, chan *catalogpb.LockStreamResponse, error) {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if ls.closed {
-		return nil, 0, nil, errLockStreamClosed
-	}
-	if ls.unary {
-		return nil, 0, nil, nil
-	}
-	if ls.cur == nil {
-		// The stream outlives the call that opens it.
+	for {
+		ls.mu.Lock()
+		switch {
+		case ls.closed:
+			ls.mu.Unlock()
+			return nil, 0, nil, errLockStreamClosed
+		case ls.unary:
+			ls.mu.Unlock()
+			return nil, 0, nil, nil
+		case ls.cur != nil:
+			sc, id, ch := ls.register()
+			ls.mu.Unlock()
+			if sc == nil {
+				// Ended between the receiver noticing and dropping it:
+				// unary this once rather than fail a call the stream
+				// never carried.
+				return nil, 0, nil, nil
+			}
+			return sc, id, ch, nil
+		case ls.opening != nil:
+			opening := ls.opening
+			ls.mu.Unlock()
+			select {
+			case <-opening:
+				continue
+			case <-ctx.Done():
+				return nil, 0, nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		opening := make(chan struct{})
+		ls.opening = opening
+		ls.mu.Unlock()
+
+		// The stream outlives the call that opens it, but its opening is
+		// bounded by that call's context.
 		sctx, cancel := context.WithCancel(context.Background())
+		stopCancel := context.AfterFunc(ctx, cancel)
 		stream, err := catalogpb.NewLockClient(ls.conn).Stream(sctx)
+		if !stopCancel() && err == nil {
+			err = ctx.Err()
+		}
+		ls.mu.Lock()
+		ls.opening = nil
+		close(opening)
+		if err == nil && ls.closed {
+			err = errLockStreamClosed
+		}
 		if err != nil {
+			ls.mu.Unlock()
 			cancel()
 			if ctx.Err() != nil {
 				return nil, 0, nil, status.FromContextError(ctx.Err()).Err()
@@ -158,20 +198,24 @@ func (ls *lockStream) open(ctx context.Context) (*lockStreamConn, uint64, chan *
 		}
 		sc := &lockStreamConn{stream: stream, cancel: cancel, calls: make(map[uint64]chan *catalogpb.LockStreamResponse)}
 		ls.cur = sc
+		ls.mu.Unlock()
 		go ls.receive(sc)
 	}
-	ls.nextID++
-	ch := make(chan *catalogpb.LockStreamResponse, 1)
+}
+
+// register adds a call to the current stream; ls.mu is held. It returns a
+// nil stream if that stream has ended.
+func (ls *lockStream) register() (*lockStreamConn, uint64, chan *catalogpb.LockStreamResponse) {
 	sc := ls.cur
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.err != nil {
-		// Ended between the receiver noticing and dropping it: unary this
-		// once rather than fail a call the stream never carried.
-		return nil, 0, nil, nil
+		return nil, 0, nil
 	}
+	ls.nextID++
+	ch := make(chan *catalogpb.LockStreamResponse, 1)
 	sc.calls[ls.nextID] = ch
-	return sc, ls.nextID, ch, nil
+	return sc, ls.nextID, ch
 }
 
 // receive hands each response to its call until the stream ends.

@@ -274,15 +274,16 @@ func (sm *stateMachine) ApplyBatch(ents []raftpb.Entry, deliver func([]consensus
 		time.AfterFunc(sm.commitInterval, sm.commitLater)
 	}
 	sm.txMu.Unlock()
-	deliver(results)
 	// Derived state (watchers, the leader's lease deadlines, waiting
-	// coordination calls) moves with the answers, so that nothing a caller
-	// was told is unknown to it.
+	// coordination calls) moves before the answers, so that nothing a
+	// caller was told is unknown to it: a progress request sent after a
+	// write's answer gets a bookmark at or after that write.
 	if len(batches) > 0 {
 		for _, o := range sm.observers {
 			o.Applied(rev, batches)
 		}
 	}
+	deliver(results)
 	if full {
 		sm.commit()
 	}

@@ -108,7 +108,12 @@ func (n *Node) kick() {
 	if !n.rmu.TryLock() {
 		return
 	}
-	more := n.driveLocked(inlineDriveRounds)
+	n.release(n.driveLocked(inlineDriveRounds))
+}
+
+// release unlocks rmu and wakes the drive loop if work is left: more, or
+// what was queued while rmu was held.
+func (n *Node) release(more bool) {
 	n.rmu.Unlock()
 	if more || !n.inbox.empty() {
 		n.pokeDrive()
@@ -131,11 +136,7 @@ func (n *Node) withRaft(f func(rn *raft.RawNode)) error {
 		return ErrStopped
 	}
 	f(n.rn)
-	more := n.driveLocked(inlineDriveRounds)
-	n.rmu.Unlock()
-	if more || !n.inbox.empty() {
-		n.pokeDrive()
-	}
+	n.release(n.driveLocked(inlineDriveRounds))
 	return nil
 }
 
@@ -152,11 +153,7 @@ func (n *Node) driveLoop() {
 			return
 		}
 		n.rmu.Lock()
-		n.driveLocked(0)
-		n.rmu.Unlock()
-		if !n.inbox.empty() {
-			n.pokeDrive()
-		}
+		n.release(n.driveLocked(0))
 	}
 }
 

@@ -82,16 +82,18 @@ func (sm *walCheckingSM) RestoreDB(string) error { return errors.New("no snapsho
 // be written: they must be applied, and answered, only once the WAL holds
 // them, or an answered write is lost if the process dies in between
 // (etcd#14370).
-func TestSingleVoterAppliesOnlyWhatTheWALHolds(t *testing.T) {
+// startLoneVoter starts a single-voter node on dir with sm as its state
+// machine.
+func startLoneVoter(t *testing.T, dir string, sm *walCheckingSM) *Node {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sm := &walCheckingSM{}
 	n, err := NewNode(Config{
 		ID: 1, ClusterID: 7,
 		Peers:        []Peer{{ID: 1, Name: "n1", Addr: lis.Addr().String()}},
-		DataDir:      t.TempDir(),
+		DataDir:      dir,
 		TickInterval: 10 * time.Millisecond,
 		StateMachine: sm,
 		PeerListener: lis,
@@ -102,6 +104,12 @@ func TestSingleVoterAppliesOnlyWhatTheWALHolds(t *testing.T) {
 	}
 	sm.node = n
 	n.Start()
+	return n
+}
+
+func TestSingleVoterAppliesOnlyWhatTheWALHolds(t *testing.T) {
+	sm := &walCheckingSM{}
+	n := startLoneVoter(t, t.TempDir(), sm)
 	defer n.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -133,28 +141,7 @@ func TestSingleVoterAppliesOnlyWhatTheWALHolds(t *testing.T) {
 // which commits them.
 func TestSingleVoterReadAfterRestartSeesUnrecordedCommits(t *testing.T) {
 	dir := t.TempDir()
-	start := func(sm *walCheckingSM) *Node {
-		t.Helper()
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := NewNode(Config{
-			ID: 1, ClusterID: 7,
-			Peers:        []Peer{{ID: 1, Name: "n1", Addr: lis.Addr().String()}},
-			DataDir:      dir,
-			TickInterval: 10 * time.Millisecond,
-			StateMachine: sm,
-			PeerListener: lis,
-			Logger:       slog.New(slog.DiscardHandler),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sm.node = n
-		n.Start()
-		return n
-	}
+	start := func(sm *walCheckingSM) *Node { return startLoneVoter(t, dir, sm) }
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,8 +156,43 @@ func New(cfg Config) (*Client, error) {
 		endpointConns: make(map[string]*grpc.ClientConn),
 	}
 	c.watches = newWatchManager(c)
-	c.locks = &lockStream{conn: c.conn}
+	c.locks = &lockStream{conn: c.conn, leader: c.leaderConn}
 	return c, nil
+}
+
+// leaderLookupTimeout bounds the Status call that finds the leader.
+const leaderLookupTimeout = time.Second
+
+// leaderConn returns a connection to the raft leader and its term, as a
+// server reports them, or nil. The leader is reached at its advertised
+// client address, and only when the client reaches the servers at their
+// advertised addresses (one of its endpoints is one): behind NAT or a proxy
+// the advertised addresses may not be reachable from here.
+func (c *Client) leaderConn(ctx context.Context) (*grpc.ClientConn, uint64) {
+	ctx, cancel := context.WithTimeout(ctx, leaderLookupTimeout)
+	defer cancel()
+	st, err := c.cluster.Status(ctx, &catalogpb.StatusRequest{})
+	if err != nil || st.GetLeader() == 0 {
+		return nil, 0
+	}
+	var addr string
+	advertised := false
+	for _, m := range st.GetMembers() {
+		if m.GetId() == st.GetLeader() {
+			addr = m.GetClientAddr()
+		}
+		if slices.Contains(c.cfg.Endpoints, m.GetClientAddr()) {
+			advertised = true
+		}
+	}
+	if addr == "" || !advertised || validateEndpoint(addr) != nil {
+		return nil, 0
+	}
+	conn, err := c.endpointConn(addr)
+	if err != nil {
+		return nil, 0
+	}
+	return conn, st.GetTerm()
 }
 
 // baseDialOptions are the options every connection of the client starts with.

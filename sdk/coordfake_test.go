@@ -33,18 +33,22 @@ type coordFake struct {
 	renew func(id int64) int64
 
 	// lockStream makes Lock.Stream serve (else it is Unimplemented, as on
-	// a server that predates it); streamOpens counts the streams opened.
+	// a server that predates it); streamOpens and streamEnds count the
+	// streams opened and ended.
 	lockStream  bool
 	streamOpens int
-	lock        func(ctx context.Context, req *catalogpb.LockRequest) (*catalogpb.LockResponse, error)
-	unlock      func(ctx context.Context, req *catalogpb.UnlockRequest) (*catalogpb.UnlockResponse, error)
-	campaign    func(ctx context.Context, req *catalogpb.CampaignRequest) (*catalogpb.CampaignResponse, error)
-	resign      func(ctx context.Context, req *catalogpb.ResignRequest) (*catalogpb.ResignResponse, error)
-	observe     func(req *catalogpb.LeaderRequest, stream catalogpb.Election_ObserveServer) error
-	enter       func(ctx context.Context, req *catalogpb.BarrierEnterRequest) (*catalogpb.BarrierEnterResponse, error)
-	leave       func(ctx context.Context, req *catalogpb.BarrierLeaveRequest) (*catalogpb.BarrierLeaveResponse, error)
-	dequeue     func(ctx context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error)
-	ack         func(ctx context.Context, req *catalogpb.AckRequest) (*catalogpb.AckResponse, error)
+	streamEnds  int
+	// status answers Cluster.Status (nil: Unimplemented).
+	status   func() *catalogpb.StatusResponse
+	lock     func(ctx context.Context, req *catalogpb.LockRequest) (*catalogpb.LockResponse, error)
+	unlock   func(ctx context.Context, req *catalogpb.UnlockRequest) (*catalogpb.UnlockResponse, error)
+	campaign func(ctx context.Context, req *catalogpb.CampaignRequest) (*catalogpb.CampaignResponse, error)
+	resign   func(ctx context.Context, req *catalogpb.ResignRequest) (*catalogpb.ResignResponse, error)
+	observe  func(req *catalogpb.LeaderRequest, stream catalogpb.Election_ObserveServer) error
+	enter    func(ctx context.Context, req *catalogpb.BarrierEnterRequest) (*catalogpb.BarrierEnterResponse, error)
+	leave    func(ctx context.Context, req *catalogpb.BarrierLeaveRequest) (*catalogpb.BarrierLeaveResponse, error)
+	dequeue  func(ctx context.Context, req *catalogpb.DequeueRequest) (*catalogpb.DequeueResponse, error)
+	ack      func(ctx context.Context, req *catalogpb.AckRequest) (*catalogpb.AckResponse, error)
 }
 
 func startCoordFake(t *testing.T) *coordFake {
@@ -60,6 +64,7 @@ func startCoordFake(t *testing.T) *coordFake {
 	catalogpb.RegisterElectionServer(srv, fakeElection{f: f})
 	catalogpb.RegisterBarrierServer(srv, fakeBarrier{f: f})
 	catalogpb.RegisterQueueServer(srv, fakeQueue{f: f})
+	catalogpb.RegisterClusterServer(srv, fakeCluster{f: f})
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return f
@@ -119,7 +124,22 @@ type (
 		catalogpb.UnimplementedQueueServer
 		f *coordFake
 	}
+	fakeCluster struct {
+		catalogpb.UnimplementedClusterServer
+		f *coordFake
+	}
 )
+
+func (s fakeCluster) Status(ctx context.Context, req *catalogpb.StatusRequest) (*catalogpb.StatusResponse, error) {
+	s.f.record("Status", req)
+	s.f.mu.Lock()
+	fn := s.f.status
+	s.f.mu.Unlock()
+	if fn == nil {
+		return nil, status.Error(codes.Unimplemented, "fake: no Cluster.Status")
+	}
+	return fn(), nil
+}
 
 func coordHeader() *catalogpb.ResponseHeader {
 	return &catalogpb.ResponseHeader{ClusterId: 1, MemberId: 2, Revision: 3, RaftTerm: 4}
@@ -197,6 +217,7 @@ func (s fakeLock) Stream(stream catalogpb.Lock_StreamServer) error {
 	if !on {
 		return status.Error(codes.Unimplemented, "fake: no Lock.Stream")
 	}
+	defer s.f.set(func(f *coordFake) { f.streamEnds++ })
 	ctx, cancelAll := context.WithCancel(stream.Context())
 	defer cancelAll()
 	var mu sync.Mutex

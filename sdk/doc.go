@@ -85,7 +85,11 @@
 // session held is then gone. The Lock and Unlock calls of Mutex, RWMutex
 // and Semaphore share one Lock.Stream per client (a message each way per
 // call instead of an HTTP/2 stream each), reopened when it breaks; a server
-// without it gets unary calls.
+// without it gets unary calls. The stream is opened on the raft leader (a
+// Status call names it) when one of the client's endpoints is a server's
+// advertised client address: each of these calls is a raft write, which a
+// follower would forward to the leader and answer only once the commit came
+// back. An answer from a newer raft term moves later calls to a new stream.
 //
 // Every grant carries a fencing token from one counter that only grows. A
 // write made under a lock can be guarded by it: a transaction conditioned on

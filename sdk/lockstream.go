@@ -22,8 +22,18 @@ import (
 // a stream that breaks fails the calls in flight with its error, which the
 // callers' retries treat as a lost connection. A server without Lock.Stream
 // (Unimplemented) gets unary calls from then on.
+//
+// The stream goes to the raft leader when the client can reach it (see
+// Client.leaderConn): every Lock and Unlock is a raft write, which a
+// follower forwards to the leader and answers only once the commit has come
+// back to it. When an answer shows a newer raft term than the leader's when
+// the stream was opened, the stream is retired: later calls open a new one
+// (on the leader of the day), and the old one ends once its calls have.
 type lockStream struct {
 	conn *grpc.ClientConn
+	// leader returns a connection to the leader and its term, or nil if
+	// none can be used; a nil leader means conn always.
+	leader func(context.Context) (*grpc.ClientConn, uint64)
 
 	mu  sync.Mutex
 	cur *lockStreamConn
@@ -39,10 +49,15 @@ type lockStreamConn struct {
 	stream catalogpb.Lock_StreamClient
 	cancel context.CancelFunc
 	sendMu sync.Mutex
+	// term is the leader's term when the stream was opened on it; 0 when
+	// it was opened on another server.
+	term uint64
 
 	mu    sync.Mutex
 	calls map[uint64]chan *catalogpb.LockStreamResponse
 	err   error // set when the stream ended; calls then fail with it
+	// retired: no new calls; the stream ends when the last call has.
+	retired bool
 }
 
 // lockCaller is the LockClient the helpers use: Lock and Unlock go over the
@@ -76,6 +91,9 @@ func (c lockCaller) Unlock(ctx context.Context, req *catalogpb.UnlockRequest, _ 
 
 // errLockStreamClosed ends the calls of a client being closed.
 var errLockStreamClosed = status.Error(codes.Canceled, "sdk: client closed")
+
+// errLockStreamRetired ends a retired stream; it has no calls left to fail.
+var errLockStreamRetired = status.Error(codes.Unavailable, "sdk: lock stream retired after a change of leader")
 
 // call sends req on the stream and waits for its response, ctx's end (then
 // it cancels the call on the server) or the stream's end. unary makes the
@@ -178,7 +196,13 @@ func (ls *lockStream) open(ctx context.Context) (*lockStreamConn, uint64, chan *
 		// bounded by that call's context.
 		sctx, cancel := context.WithCancel(context.Background())
 		stopCancel := context.AfterFunc(ctx, cancel)
-		stream, err := catalogpb.NewLockClient(ls.conn).Stream(sctx)
+		conn, term := ls.conn, uint64(0)
+		if ls.leader != nil {
+			if lc, t := ls.leader(sctx); lc != nil {
+				conn, term = lc, t
+			}
+		}
+		stream, err := catalogpb.NewLockClient(conn).Stream(sctx)
 		if !stopCancel() && err == nil {
 			err = ctx.Err()
 		}
@@ -196,7 +220,7 @@ func (ls *lockStream) open(ctx context.Context) (*lockStreamConn, uint64, chan *
 			}
 			return nil, 0, nil, err
 		}
-		sc := &lockStreamConn{stream: stream, cancel: cancel, calls: make(map[uint64]chan *catalogpb.LockStreamResponse)}
+		sc := &lockStreamConn{stream: stream, cancel: cancel, term: term, calls: make(map[uint64]chan *catalogpb.LockStreamResponse)}
 		ls.cur = sc
 		ls.mu.Unlock()
 		go ls.receive(sc)
@@ -231,6 +255,9 @@ func (ls *lockStream) receive(sc *lockStreamConn) {
 			ls.broken(sc, err)
 			return
 		}
+		if sc.term != 0 && responseTerm(resp) > sc.term {
+			ls.retire(sc)
+		}
 		sc.mu.Lock()
 		ch := sc.calls[resp.GetCallId()]
 		delete(sc.calls, resp.GetCallId())
@@ -238,6 +265,41 @@ func (ls *lockStream) receive(sc *lockStreamConn) {
 		if ch != nil {
 			ch <- resp
 		}
+		sc.endIfRetiredAndIdle()
+	}
+}
+
+// responseTerm is the raft term an answer was given in (0 for an error).
+func responseTerm(resp *catalogpb.LockStreamResponse) uint64 {
+	switch r := resp.GetResult().(type) {
+	case *catalogpb.LockStreamResponse_Lock:
+		return r.Lock.GetHeader().GetRaftTerm()
+	case *catalogpb.LockStreamResponse_Unlock:
+		return r.Unlock.GetHeader().GetRaftTerm()
+	}
+	return 0
+}
+
+// retire stops new calls going to sc (the leader it was opened on may have
+// lost its place): the next call opens a new stream.
+func (ls *lockStream) retire(sc *lockStreamConn) {
+	ls.mu.Lock()
+	if ls.cur == sc {
+		ls.cur = nil
+	}
+	ls.mu.Unlock()
+	sc.mu.Lock()
+	sc.retired = true
+	sc.mu.Unlock()
+}
+
+// endIfRetiredAndIdle ends a retired stream with no call left in flight.
+func (sc *lockStreamConn) endIfRetiredAndIdle() {
+	sc.mu.Lock()
+	idle := sc.retired && len(sc.calls) == 0 && sc.err == nil
+	sc.mu.Unlock()
+	if idle {
+		sc.end(errLockStreamRetired)
 	}
 }
 
@@ -269,11 +331,15 @@ func (sc *lockStreamConn) send(req *catalogpb.LockStreamRequest) error {
 }
 
 // forget removes call id; it reports whether the call was still in flight.
+// A retired stream left with no call ends.
 func (sc *lockStreamConn) forget(id uint64) bool {
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
 	_, ok := sc.calls[id]
 	delete(sc.calls, id)
+	sc.mu.Unlock()
+	if ok {
+		defer sc.endIfRetiredAndIdle()
+	}
 	return ok
 }
 

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -213,6 +215,16 @@ func mustPut(t *testing.T, kv catalogpb.KVClient, key, value string) int64 {
 }
 
 // putMany writes n keys under prefix and returns the last revision.
+// counterValue reads a counter.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
 func putMany(t *testing.T, kv catalogpb.KVClient, prefix string, n int) int64 {
 	t.Helper()
 	var rev int64
@@ -723,8 +735,21 @@ func TestWatchOnFollowerCatchesUpAfterSnapshot(t *testing.T) {
 			tw.mustCreate(req)
 			checkRevisions(t, tw.collect(1, first), first, first)
 
+			l := c.leader()
+			snapshots := counterValue(t, l.metrics.SnapshotsSaved)
 			isolated.Store(f.ID())
 			last := putMany(t, kv, "k/", 320)
+			// The leader snapshots once the state machine has made the
+			// entries durable (a batched commit, up to 100 ms later), at
+			// its next apply: write on until it has, so that the follower
+			// must catch up by snapshot.
+			for i := 0; counterValue(t, l.metrics.SnapshotsSaved) == snapshots; i++ {
+				if i == 500 {
+					t.Fatal("the leader took no snapshot after 320 writes and 500 more")
+				}
+				time.Sleep(10 * time.Millisecond)
+				last = mustPut(t, kv, fmt.Sprintf("k/more%04d", i), "v")
+			}
 			isolated.Store(0)
 			if history > last {
 				resps := tw.collect(1, last)

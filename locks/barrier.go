@@ -131,14 +131,18 @@ func applyBarrierSet(tx *bbolt.Tx, rev int64, req *catalogpb.BarrierSetRequest) 
 			return nil, nil, fmt.Errorf("%w: barrier %s is a %s barrier; Set is for SIMPLE barriers",
 				ErrKindMismatch, quote(req.Name), barrierKindName(prev.Kind))
 		}
-		return &catalogpb.BarrierSetResponse{}, nil, nil
+		return &catalogpb.BarrierSetResponse{Token: prev.Token}, nil, nil
 	}
-	st := &catalogpb.BarrierState{Name: req.Name, Kind: catalogpb.BarrierKind_BARRIER_KIND_SIMPLE, Lease: req.Lease}
+	token, err := nextToken(tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &catalogpb.BarrierState{Name: req.Name, Kind: catalogpb.BarrierKind_BARRIER_KIND_SIMPLE, Lease: req.Lease, Token: token}
 	evs, err := commitBarrier(tx, rev, req.Name, nil, st)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &catalogpb.BarrierSetResponse{}, evs, nil
+	return &catalogpb.BarrierSetResponse{Token: token}, evs, nil
 }
 
 func applyBarrierRelease(tx *bbolt.Tx, rev int64, req *catalogpb.BarrierReleaseRequest) (*catalogpb.BarrierReleaseResponse, []*catalogpb.Event, error) {
@@ -189,8 +193,8 @@ func applyBarrierEnter(tx *bbolt.Tx, rev int64, req *catalogpb.BarrierEnterReque
 			return nil, nil, fmt.Errorf("%w: barrier %s expects %d participants; Enter gave count %d",
 				ErrBarrierMismatch, quote(req.Name), prev.Count, req.Count)
 		}
-		if findParticipant(prev, req.Lease) >= 0 {
-			return &catalogpb.BarrierEnterResponse{State: prev}, nil, nil
+		if i := findParticipant(prev, req.Lease); i >= 0 {
+			return &catalogpb.BarrierEnterResponse{State: prev, Token: prev.Participants[i].Token}, nil, nil
 		}
 		if prev.Open {
 			return nil, nil, fmt.Errorf("%w: barrier %s is open (%d of %d participants entered at revision %d); no one may enter until every participant has left",
@@ -198,7 +202,11 @@ func applyBarrierEnter(tx *bbolt.Tx, rev int64, req *catalogpb.BarrierEnterReque
 		}
 		st = proto.CloneOf(prev)
 	}
-	st.Participants = append(st.Participants, &catalogpb.BarrierParticipant{Lease: req.Lease, Revision: rev})
+	token, err := nextToken(tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	st.Participants = append(st.Participants, &catalogpb.BarrierParticipant{Lease: req.Lease, Revision: rev, Token: token})
 	if int64(len(st.Participants)) >= st.Count {
 		st.Open = true
 		st.OpenRevision = rev
@@ -207,7 +215,7 @@ func applyBarrierEnter(tx *bbolt.Tx, rev int64, req *catalogpb.BarrierEnterReque
 	if err != nil {
 		return nil, nil, err
 	}
-	return &catalogpb.BarrierEnterResponse{State: st}, evs, nil
+	return &catalogpb.BarrierEnterResponse{State: st, Token: token}, evs, nil
 }
 
 // leaveBarrier removes participant i from prev: the barrier is deleted

@@ -3,6 +3,7 @@ package locks
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -70,9 +71,12 @@ func ListLocks(tx *bbolt.Tx, prefix string, kind catalogpb.LockKind, after strin
 	return out, more, nil
 }
 
-// Fence reports whether token is held now by a holder of lock name, and
-// the tokens that hold it. A name that cannot be a lock name (a KV compare
-// may name any key) has no holders: it is not an error.
+// Fence reports whether token holds name now, and the tokens that do.
+// Tokens come from one counter, so a token names one grant: name may be a
+// lock or an election (its holders' tokens), a barrier (a simple barrier's
+// setting, a double barrier's participants) or a queue item's key
+// "queue/id" (its delivery). A name that is none of these (a KV compare may
+// name any key) has no holders: it is not an error.
 func Fence(tx *bbolt.Tx, name string, token uint64) (valid bool, current []uint64, err error) {
 	if ValidateName("lock", name) != nil {
 		return false, nil, nil
@@ -81,16 +85,34 @@ func Fence(tx *bbolt.Tx, name string, token uint64) (valid bool, current []uint6
 		return false, nil, err
 	}
 	st, err := getLock(tx, name)
-	if err != nil || st == nil {
+	if err != nil {
 		return false, nil, err
 	}
-	for _, h := range st.Holders {
+	for _, h := range st.GetHolders() {
 		current = append(current, h.Token)
-		if token != 0 && h.Token == token {
-			valid = true
+	}
+	b, err := getBarrier(tx, name)
+	if err != nil {
+		return false, nil, err
+	}
+	if b.GetToken() != 0 {
+		current = append(current, b.GetToken())
+	}
+	for _, p := range b.GetParticipants() {
+		if p.Token != 0 {
+			current = append(current, p.Token)
 		}
 	}
-	return valid, current, nil
+	if queue, id, ok := SplitQueueItemKey(name); ok {
+		it, err := getItem(tx, queue, id)
+		if err != nil {
+			return false, nil, err
+		}
+		if it.GetConsumer() != 0 && it.GetToken() != 0 {
+			current = append(current, it.GetToken())
+		}
+	}
+	return token != 0 && slices.Contains(current, token), current, nil
 }
 
 func holderTokens(st *catalogpb.LockState) []uint64 {

@@ -165,6 +165,9 @@ func (q *queueOp) handOut(id uint64, c *catalogpb.QueueConsumer) (*catalogpb.Que
 	it.WaiterId = c.WaiterId
 	it.Deliveries++
 	it.DeliveredUnixNano = q.now
+	if it.Token, err = nextToken(q.tx); err != nil {
+		return nil, err
+	}
 	if err := lease.Attach(q.tx, c.Lease, QueueItemKind, QueueItemKey(q.name, id)); err != nil {
 		return nil, err
 	}
@@ -183,6 +186,7 @@ func (q *queueOp) putBack(it *catalogpb.QueueItem) error {
 	back := proto.CloneOf(it)
 	back.Consumer = 0
 	back.WaiterId = 0
+	back.Token = 0
 	if err := q.ready.Put(itemKey(q.name, it.Id), nil); err != nil {
 		return fmt.Errorf("locks: index ready item %d of queue %s: %w", it.Id, quote(q.name), err)
 	}

@@ -120,6 +120,13 @@ func LastToken(tx *bbolt.Tx) uint64 {
 	return binary.BigEndian.Uint64(raw)
 }
 
+// nextToken draws the next fencing token from the counter lock grants use,
+// for a queue delivery or a barrier's setting or participation.
+func nextToken(tx *bbolt.Tx) (uint64, error) {
+	token := LastToken(tx) + 1
+	return token, putLastToken(tx, token)
+}
+
 func putLastToken(tx *bbolt.Tx, token uint64) error {
 	v := make([]byte, 8)
 	binary.BigEndian.PutUint64(v, token)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/catalogd/catalogd/api/catalogpb"
 )
@@ -14,8 +15,9 @@ import (
 // barrier set with HoldWithLease is released when that lease ends. Its
 // methods are safe for concurrent use.
 type Barrier struct {
-	c    *Client
-	name string
+	c     *Client
+	name  string
+	token atomic.Uint64
 }
 
 // NewBarrier returns the simple barrier on name.
@@ -31,13 +33,20 @@ func (b *Barrier) Hold(ctx context.Context) error { return b.HoldWithLease(ctx, 
 func (b *Barrier) HoldWithLease(ctx context.Context, lease int64) error {
 	req := &catalogpb.BarrierSetRequest{Name: b.name, Lease: lease}
 	client := b.c.barrierClient()
-	if _, err := invokeSettle(ctx, b.c, nil, func(ctx context.Context) (*catalogpb.BarrierSetResponse, error) {
+	resp, err := invokeSettle(ctx, b.c, nil, func(ctx context.Context) (*catalogpb.BarrierSetResponse, error) {
 		return client.Set(ctx, req)
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("set barrier %q: %w", b.name, err)
 	}
+	b.token.Store(resp.GetToken())
 	return nil
 }
+
+// Token returns the fencing token of the barrier's setting, as the last
+// Hold answered it (0 before one): Fence(b.Name(), b.Token()) holds until
+// the barrier is released, so work guarded by it stops once it is.
+func (b *Barrier) Token() uint64 { return b.token.Load() }
 
 // Release removes the barrier, letting its waiters through; released is
 // false when it was not set (then nothing changes), which is also what a
@@ -87,6 +96,8 @@ type DoubleBarrier struct {
 	mu sync.Mutex
 	// createRev is the revision the barrier entered was created at.
 	createRev int64
+	// token is the fencing token of the participation Enter answered.
+	token uint64
 }
 
 // NewDoubleBarrier returns the double barrier on name for count
@@ -117,8 +128,18 @@ func (b *DoubleBarrier) Enter(ctx context.Context) error {
 	}
 	b.mu.Lock()
 	b.createRev = resp.GetState().GetCreateRevision()
+	b.token = resp.GetToken()
 	b.mu.Unlock()
 	return nil
+}
+
+// Token returns the fencing token of the session's participation, as the
+// last Enter answered it (0 before one): Fence(b.Name(), b.Token()) holds
+// until the session leaves or its lease ends.
+func (b *DoubleBarrier) Token() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.token
 }
 
 // Leave leaves the barrier and waits until every participant has left.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -555,6 +556,16 @@ func Fence(name string, token uint64) Cmp {
 		Target:      catalogpb.Compare_FENCE,
 		TargetUnion: &catalogpb.Compare_FenceToken{FenceToken: token},
 	}}
+}
+
+// FenceItem is Fence for a queue item's delivery: it names the item by its
+// key "queue/id" and the token it was handed out with (item.Token). A
+// transaction conditioned on Compare(FenceItem(item), "=", true) commits
+// only while the item is still handed to that delivery: not once it was
+// acked, nor once the consumer's lease ended and it went back to the queue
+// (a redelivery has a higher token).
+func FenceItem(item *catalogpb.QueueItem) Cmp {
+	return Fence(item.GetQueue()+"/"+strconv.FormatUint(item.GetId(), 10), item.GetToken())
 }
 
 // cloneLeaderKey returns a copy of k (nil for nil).

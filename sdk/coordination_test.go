@@ -1030,3 +1030,35 @@ func TestLockOverTheStreamEndsWithItsContext(t *testing.T) {
 		t.Fatal("the server's call was not cancelled")
 	}
 }
+
+// FenceItem names a queue item by its key "queue/id" and its delivery's token.
+func TestFenceItem(t *testing.T) {
+	cmp := Compare(FenceItem(&catalogpb.QueueItem{Queue: "jobs/nightly", Id: 17, Token: 9}), "=", true)
+	want := &catalogpb.Compare{Key: []byte("jobs/nightly/17"), Target: catalogpb.Compare_FENCE, Result: catalogpb.Compare_EQUAL,
+		TargetUnion: &catalogpb.Compare_FenceToken{FenceToken: 9}}
+	if cmp.err != nil || !proto.Equal(cmp.pb, want) {
+		t.Fatalf("Compare(FenceItem(...)) = %v, %v; want %v", cmp.pb, cmp.err, want)
+	}
+}
+
+// DoubleBarrier.Token is the token of the participation Enter answered.
+func TestDoubleBarrierToken(t *testing.T) {
+	f := startCoordFake(t)
+	f.set(func(f *coordFake) {
+		f.enter = func(_ context.Context, req *catalogpb.BarrierEnterRequest) (*catalogpb.BarrierEnterResponse, error) {
+			return &catalogpb.BarrierEnterResponse{Header: coordHeader(), Token: 33,
+				State: &catalogpb.BarrierState{Name: req.Name, Open: true, CreateRevision: 3}}, nil
+		}
+	})
+	_, s := newFakeSession(t, f, Config{})
+	b := NewDoubleBarrier(s, "step", 1)
+	if b.Token() != 0 {
+		t.Fatalf("Token before Enter = %d, want 0", b.Token())
+	}
+	if err := b.Enter(t.Context()); err != nil {
+		t.Fatalf("Enter: %v", err)
+	}
+	if b.Token() != 33 {
+		t.Errorf("Token after Enter = %d, want 33", b.Token())
+	}
+}

@@ -94,7 +94,13 @@
 // Every grant carries a fencing token from one counter that only grows. A
 // write made under a lock can be guarded by it: a transaction conditioned on
 // Compare(Fence(name, token), "=", true) is refused once the lock moved on,
-// even if its writer does not know yet (a pause, a partition).
+// even if its writer does not know yet (a pause, a partition). Mutex,
+// RWMutex, Semaphore and Election have Token; so have DoubleBarrier (the
+// session's participation, valid until it leaves) and Barrier (the
+// barrier's setting, valid until it is released). A queue item carries the
+// token of its delivery (item.Token), and FenceItem(item) guards the writes
+// its processing makes: they are refused once the item was acked or went
+// back to the queue.
 //
 // Blocking calls (Lock, RLock, Acquire, Campaign, Dequeue, Enter, Leave,
 // Barrier.Wait) wait on the server as long as their context allows:

@@ -47,7 +47,9 @@ func (q *Queue) Enqueue(ctx context.Context, payload []byte) (uint64, error) {
 // returns ctx.Err() when ctx ends (the wait is removed, and an item handed
 // out meanwhile goes back to the queue) or the session's Err when it ends.
 // Like Mutex.Lock it rides out a lost connection without losing its place
-// or the item handed out. Ack the item once it is processed.
+// or the item handed out. Ack the item once it is processed. The item
+// carries the fencing token of its delivery (item.Token): FenceItem(item)
+// guards the writes its processing makes.
 func (q *Queue) Dequeue(ctx context.Context) (*catalogpb.QueueItem, error) {
 	return q.dequeue(ctx, false)
 }

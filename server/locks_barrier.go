@@ -57,12 +57,17 @@ func lastBarrier(evs []*catalogpb.Event) *catalogpb.BarrierState {
 }
 
 func isParticipant(st *catalogpb.BarrierState, leaseID int64) bool {
+	return participant(st, leaseID) != nil
+}
+
+// participant returns lease leaseID's participation in st, or nil.
+func participant(st *catalogpb.BarrierState, leaseID int64) *catalogpb.BarrierParticipant {
 	for _, p := range st.GetParticipants() {
 		if p.GetLease() == leaseID {
-			return true
+			return p
 		}
 	}
-	return false
+	return nil
 }
 
 // Wait returns once the simple barrier is not set: at once if it is not,
@@ -138,7 +143,7 @@ func (b *barrierService) Enter(ctx context.Context, req *catalogpb.BarrierEnterR
 			return true, s.waitGone("barrier", req.Name, req.Lease)
 		}
 		if st.GetOpen() {
-			resp = &catalogpb.BarrierEnterResponse{Header: s.header(rev), State: st}
+			resp = &catalogpb.BarrierEnterResponse{Header: s.header(rev), State: st, Token: participant(st, req.Lease).GetToken()}
 			return true, nil
 		}
 		return false, nil

@@ -315,6 +315,9 @@ func TestQueueDequeueBlocksAndALostConsumerRequeues(t *testing.T) {
 	if it := gotB.Item; it.GetId() != id || it.GetConsumer() != b || it.GetDeliveries() != 2 || gotB.Header.Revision != revoke.Header.Revision {
 		t.Fatalf("b got %v (a revoked at %d)", gotB, revoke.Header.Revision)
 	}
+	if gotA.Item.GetToken() == 0 || gotB.Item.GetToken() <= gotA.Item.GetToken() {
+		t.Errorf("waiting consumers got delivery tokens %d then %d, want increasing from above 0", gotA.Item.GetToken(), gotB.Item.GetToken())
+	}
 	_, err = c.queue.Ack(t.Context(), &catalogpb.AckRequest{Queue: "work", Id: id, Lease: a})
 	wantCode(t, err, codes.NotFound, "QUEUE_ITEM_NOT_FOUND", fmt.Sprintf("no item %d handed to lease", id))
 	if _, err := c.queue.Ack(t.Context(), &catalogpb.AckRequest{Queue: "work", Id: id, Lease: b}); err != nil {
@@ -588,4 +591,58 @@ func TestGraphQLCoordinationOnAServer(t *testing.T) {
 		t.Errorf("queues: %+v", data.Queues)
 	}
 	stillWaiting(t, waiting, "b's Lock")
+}
+
+// A queue item's delivery and a double barrier's participation carry
+// fencing tokens a KV transaction can compare on: a consumer whose lease
+// died writes with its delivery's token and is refused.
+func TestFenceCompareOnQueueDeliveriesAndBarrierParticipants(t *testing.T) {
+	c := startCoordNode(t)
+	a, b := grant(t, c.lease, 30), grant(t, c.lease, 30)
+	eq := catalogpb.Compare_EQUAL
+	enq, err := c.queue.Enqueue(t.Context(), &catalogpb.EnqueueRequest{Queue: "work", Payload: []byte("job")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := enq.Id
+	first, err := c.queue.Dequeue(t.Context(), &catalogpb.DequeueRequest{Queue: "work", Lease: a, Try: true})
+	if err != nil || first.Item.GetToken() == 0 {
+		t.Fatalf("dequeue: %v, %v; want an item with a token", first, err)
+	}
+	name := fmt.Sprintf("work/%d", key)
+	resp, err := c.kv.Txn(t.Context(), fenceTxn(name, first.Item.Token, eq, "out", "from a"))
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("fenced write by the consumer: %v, %v", resp, err)
+	}
+	if _, err := c.lease.Revoke(t.Context(), &catalogpb.LeaseRevokeRequest{Id: a}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := c.queue.Dequeue(t.Context(), &catalogpb.DequeueRequest{Queue: "work", Lease: b, Try: true})
+	if err != nil || second.Item.GetId() != key || second.Item.GetToken() <= first.Item.Token {
+		t.Fatalf("redelivery: %v, %v; want item %d with a token above %d", second, err, key, first.Item.Token)
+	}
+	resp, err = c.kv.Txn(t.Context(), fenceTxn(name, first.Item.Token, eq, "out", "stale write from a"))
+	if err != nil || resp.Succeeded {
+		t.Fatalf("fenced write with the first delivery's token: %v, %v; want refused", resp, err)
+	}
+	resp, err = c.kv.Txn(t.Context(), fenceTxn(name, second.Item.Token, eq, "out", "from b"))
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("fenced write by the second consumer: %v, %v", resp, err)
+	}
+
+	enter, err := c.bar.Enter(t.Context(), &catalogpb.BarrierEnterRequest{Name: "phase", Lease: b, Count: 1})
+	if err != nil || enter.Token <= second.Item.Token {
+		t.Fatalf("enter: %v, %v; want a token above %d", enter, err, second.Item.Token)
+	}
+	resp, err = c.kv.Txn(t.Context(), fenceTxn("phase", enter.Token, eq, "phase-out", "inside"))
+	if err != nil || !resp.Succeeded {
+		t.Fatalf("fenced write by a participant: %v, %v", resp, err)
+	}
+	if _, err := c.bar.Leave(t.Context(), &catalogpb.BarrierLeaveRequest{Name: "phase", Lease: b}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = c.kv.Txn(t.Context(), fenceTxn("phase", enter.Token, eq, "phase-out", "after leaving"))
+	if err != nil || resp.Succeeded {
+		t.Fatalf("fenced write after Leave: %v, %v; want refused", resp, err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -464,7 +465,7 @@ func testCatctlDoubleBarrier(t *testing.T, ctl *catctl) {
 	ctl.fails(t, []string{"barrier mismatch", "3 participants", "count 2"}, "barrier", "enter", name, "--count", "2", "--lease", lease)
 
 	out := ctl.ok(t, "barrier", "enter", name, "--count", "3", "--lease", lease)
-	if want := fmt.Sprintf("entered barrier %s with lease %s: 3 participants are in\n", name, lease); out != want {
+	if want := regexp.MustCompile(fmt.Sprintf(`^entered barrier %s with lease %s \(fencing token [1-9][0-9]*\): 3 participants are in\n$`, name, lease)); !want.MatchString(out) {
 		t.Errorf("barrier enter --lease printed %q, want %q", out, want)
 	}
 	first.waitFor("the barrier open", func(stdout, _ string) error {
@@ -555,8 +556,9 @@ func testCatctlQueue(t *testing.T, ctl *catctl) {
 	ctl.json(t, &grant, "lease", "grant", "60")
 	lease := strconv.FormatInt(grant.GetId(), 10)
 	res := ctl.run(t, "queue", "pop", name, "--lease", lease)
-	if res.code != 0 || res.stdout != id(1)+" two words\n" ||
-		res.stderr != fmt.Sprintf("item %s is in flight on lease %s until 'catctl queue ack %s %s --lease %s'\n", id(1), lease, name, id(1), lease) {
+	inFlight := regexp.MustCompile(fmt.Sprintf(`^item %s is in flight on lease %s \(fencing token [1-9][0-9]*, fence name %s/%s\) until 'catctl queue ack %s %s --lease %s'\n$`,
+		id(1), lease, name, id(1), name, id(1), lease))
+	if res.code != 0 || res.stdout != id(1)+" two words\n" || !inFlight.MatchString(res.stderr) {
 		t.Errorf("queue pop --lease: %v; want the second item, in flight on the lease", res)
 	}
 	out = ctl.ok(t, "queue", "ls", name)

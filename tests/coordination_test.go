@@ -37,6 +37,17 @@ func TestCoordination(t *testing.T) {
 	t.Run("BadInput", func(t *testing.T) { testCoordinationBadInput(t, cli) })
 }
 
+// fencedPut writes key=value in a transaction conditioned on cmp (a Fence),
+// and reports whether it committed.
+func fencedPut(ctx context.Context, t *testing.T, cli *sdk.Client, cmp sdk.Cmp, key, value string) bool {
+	t.Helper()
+	resp, err := cli.NewTxn(ctx).If(sdk.Compare(cmp, "=", true)).Then(sdk.OpPut(key, value)).Commit()
+	if err != nil {
+		t.Fatalf("fenced put of %s: %v", key, err)
+	}
+	return resp.GetSucceeded()
+}
+
 // newSession returns a session on cli, closed (its lease revoked) when t ends.
 func newSession(t *testing.T, cli *sdk.Client) *sdk.Session {
 	t.Helper()
@@ -430,6 +441,10 @@ func testBarrier(t *testing.T, cli *sdk.Client) {
 	if err := b.Hold(ctx); err != nil {
 		t.Fatalf("Hold: %v", err)
 	}
+	setToken := b.Token()
+	if setToken == 0 || !fencedPut(ctx, t, cli, sdk.Fence("gate", setToken), "gate-work", "while set") {
+		t.Fatalf("the barrier's setting token %d does not fence a write while it is set", setToken)
+	}
 	var releasing atomic.Bool
 	waitErr := goErr(func() error {
 		err := sdk.NewBarrier(cli, "gate").Wait(ctx)
@@ -455,6 +470,9 @@ func testBarrier(t *testing.T, cli *sdk.Client) {
 	}
 	if released, err := b.Release(ctx); err != nil || released {
 		t.Errorf("Release of a barrier not set = %v, %v; want false", released, err)
+	}
+	if fencedPut(ctx, t, cli, sdk.Fence("gate", setToken), "gate-work", "after release") {
+		t.Errorf("a write fenced by the released barrier's token %d committed", setToken)
 	}
 
 	// A barrier set with a session's lease goes with the lease.
@@ -524,6 +542,20 @@ func testDoubleBarrier(t *testing.T, cli *sdk.Client) {
 		}
 		return nil
 	})
+	// Each participation has its own token, valid while inside.
+	seen := map[uint64]bool{}
+	for i, b := range barriers {
+		framework.Eventually(t, stepWait, "participant's token", func(context.Context) error {
+			if b.Token() == 0 {
+				return fmt.Errorf("participant %d has no token yet", i)
+			}
+			return nil
+		})
+		if seen[b.Token()] || !fencedPut(ctx, t, cli, sdk.Fence(name, b.Token()), "step-work", "inside") {
+			t.Errorf("participant %d's token %d: repeated or not valid inside the barrier", i, b.Token())
+		}
+		seen[b.Token()] = true
+	}
 	late := newSession(t, cli)
 	if err := sdk.NewDoubleBarrier(late, name, count).Enter(ctx); !errors.Is(err, sdk.ErrBarrierMismatch) {
 		t.Errorf("Enter into an open barrier = %v, want ErrBarrierMismatch", err)
@@ -606,8 +638,21 @@ func testQueueAtLeastOnce(t *testing.T, cli *sdk.Client) {
 	if again.GetId() != ids[0] || string(again.GetPayload()) != "p1" || again.GetDeliveries() != 2 || again.GetConsumer() != sb.Lease() {
 		t.Fatalf("dequeued %v, want p1 again (2nd delivery) to b", again)
 	}
+	// a's delivery token no longer fences; b's does, until b acks.
+	if again.GetToken() <= itemA.GetToken() || itemA.GetToken() == 0 {
+		t.Errorf("delivery tokens %d then %d, want increasing", itemA.GetToken(), again.GetToken())
+	}
+	if fencedPut(ctx, t, cli, sdk.FenceItem(itemA), "p1-result", "from a, after its session ended") {
+		t.Errorf("a write fenced by a's delivery of p1 committed after a's session ended")
+	}
+	if !fencedPut(ctx, t, cli, sdk.FenceItem(again), "p1-result", "from b") {
+		t.Errorf("a write fenced by b's delivery of p1 was refused")
+	}
 	if err := qb.Ack(ctx, again.GetId()); err != nil {
 		t.Fatalf("Ack p1: %v", err)
+	}
+	if fencedPut(ctx, t, cli, sdk.FenceItem(again), "p1-result", "from b, after its Ack") {
+		t.Errorf("a write fenced by an acked delivery committed")
 	}
 	if err := qb.Ack(ctx, again.GetId()); !errors.Is(err, sdk.ErrItemNotFound) {
 		t.Errorf("second Ack of p1 = %v, want ErrItemNotFound", err)

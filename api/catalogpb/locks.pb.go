@@ -1897,9 +1897,12 @@ func (x *LeaderResponse) GetCandidates() int64 {
 }
 
 type BarrierParticipant struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Lease         int64                  `protobuf:"varint,1,opt,name=lease,proto3" json:"lease,omitempty"`
-	Revision      int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Lease    int64                  `protobuf:"varint,1,opt,name=lease,proto3" json:"lease,omitempty"`
+	Revision int64                  `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// token: the fencing token of this participation, valid (Fence on the
+	// barrier's name) until the participant leaves or its lease ends.
+	Token         uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1948,6 +1951,13 @@ func (x *BarrierParticipant) GetRevision() int64 {
 	return 0
 }
 
+func (x *BarrierParticipant) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 // BarrierState is a barrier as the replicated state stores it.
 type BarrierState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1964,8 +1974,11 @@ type BarrierState struct {
 	OpenRevision   int64 `protobuf:"varint,7,opt,name=open_revision,json=openRevision,proto3" json:"open_revision,omitempty"`
 	CreateRevision int64 `protobuf:"varint,8,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
 	ModRevision    int64 `protobuf:"varint,9,opt,name=mod_revision,json=modRevision,proto3" json:"mod_revision,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// simple barrier: the fencing token of its setting, valid (Fence on the
+	// barrier's name) until it is released.
+	Token         uint64 `protobuf:"varint,10,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BarrierState) Reset() {
@@ -2061,6 +2074,13 @@ func (x *BarrierState) GetModRevision() int64 {
 	return 0
 }
 
+func (x *BarrierState) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 type BarrierSetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2115,8 +2135,11 @@ func (x *BarrierSetRequest) GetLease() int64 {
 }
 
 type BarrierSetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// token: the fencing token of the barrier's setting (a Set of a barrier
+	// already set answers the token it was set with).
+	Token         uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2156,6 +2179,13 @@ func (x *BarrierSetResponse) GetHeader() *ResponseHeader {
 		return x.Header
 	}
 	return nil
+}
+
+func (x *BarrierSetResponse) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
 }
 
 type BarrierWaitRequest struct {
@@ -2405,9 +2435,11 @@ func (x *BarrierEnterRequest) GetCount() int64 {
 }
 
 type BarrierEnterResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	State         *BarrierState          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Header *ResponseHeader        `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	State  *BarrierState          `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// token: the fencing token of the caller's participation.
+	Token         uint64 `protobuf:"varint,3,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2454,6 +2486,13 @@ func (x *BarrierEnterResponse) GetState() *BarrierState {
 		return x.State
 	}
 	return nil
+}
+
+func (x *BarrierEnterResponse) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
 }
 
 type BarrierLeaveRequest struct {
@@ -2800,8 +2839,12 @@ type QueueItem struct {
 	// deliveries counts the times it was handed out.
 	Deliveries        int64 `protobuf:"varint,7,opt,name=deliveries,proto3" json:"deliveries,omitempty"`
 	DeliveredUnixNano int64 `protobuf:"varint,8,opt,name=delivered_unix_nano,json=deliveredUnixNano,proto3" json:"delivered_unix_nano,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// token: the fencing token of the current delivery (0 = ready), from the
+	// counter of lock grants; each delivery gets a new one. Fence on the
+	// item's key "queue/id" holds it until the item is acked or goes back.
+	Token         uint64 `protobuf:"varint,9,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueItem) Reset() {
@@ -2886,6 +2929,13 @@ func (x *QueueItem) GetDeliveries() int64 {
 func (x *QueueItem) GetDeliveredUnixNano() int64 {
 	if x != nil {
 		return x.DeliveredUnixNano
+	}
+	return 0
+}
+
+func (x *QueueItem) GetToken() uint64 {
+	if x != nil {
+		return x.Token
 	}
 	return 0
 }
@@ -4048,10 +4098,11 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12\x1e\n" +
 	"\n" +
 	"candidates\x18\x05 \x01(\x03R\n" +
-	"candidates\"F\n" +
+	"candidates\"\\\n" +
 	"\x12BarrierParticipant\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\xc6\x02\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token\"\xdc\x02\n" +
 	"\fBarrierState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x18.catalogd.v1.BarrierKindR\x04kind\x12\x14\n" +
@@ -4061,12 +4112,15 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x04open\x18\x06 \x01(\bR\x04open\x12#\n" +
 	"\ropen_revision\x18\a \x01(\x03R\fopenRevision\x12'\n" +
 	"\x0fcreate_revision\x18\b \x01(\x03R\x0ecreateRevision\x12!\n" +
-	"\fmod_revision\x18\t \x01(\x03R\vmodRevision\"=\n" +
+	"\fmod_revision\x18\t \x01(\x03R\vmodRevision\x12\x14\n" +
+	"\x05token\x18\n" +
+	" \x01(\x04R\x05token\"=\n" +
 	"\x11BarrierSetRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05lease\x18\x02 \x01(\x03R\x05lease\"I\n" +
+	"\x05lease\x18\x02 \x01(\x03R\x05lease\"_\n" +
 	"\x12BarrierSetResponse\x123\n" +
-	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\"(\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\x04R\x05token\"(\n" +
 	"\x12BarrierWaitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
 	"\x13BarrierWaitResponse\x123\n" +
@@ -4079,10 +4133,11 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x13BarrierEnterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\x03R\x05lease\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\x03R\x05count\"|\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\x92\x01\n" +
 	"\x14BarrierEnterResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x12/\n" +
-	"\x05state\x18\x02 \x01(\v2\x19.catalogd.v1.BarrierStateR\x05state\"?\n" +
+	"\x05state\x18\x02 \x01(\v2\x19.catalogd.v1.BarrierStateR\x05state\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\x04R\x05token\"?\n" +
 	"\x13BarrierLeaveRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05lease\x18\x02 \x01(\x03R\x05lease\"K\n" +
@@ -4102,7 +4157,7 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\x14ListBarriersResponse\x123\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.catalogd.v1.ResponseHeaderR\x06header\x125\n" +
 	"\bbarriers\x18\x02 \x03(\v2\x19.catalogd.v1.BarrierStateR\bbarriers\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\xff\x01\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\x95\x02\n" +
 	"\tQueueItem\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x18\n" +
@@ -4113,7 +4168,8 @@ const file_catalogd_v1_locks_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\a \x01(\x03R\n" +
 	"deliveries\x12.\n" +
-	"\x13delivered_unix_nano\x18\b \x01(\x03R\x11deliveredUnixNano\"^\n" +
+	"\x13delivered_unix_nano\x18\b \x01(\x03R\x11deliveredUnixNano\x12\x14\n" +
+	"\x05token\x18\t \x01(\x04R\x05token\"^\n" +
 	"\rQueueConsumer\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\x03R\x05lease\x12\x1b\n" +
 	"\twaiter_id\x18\x02 \x01(\x04R\bwaiterId\x12\x1a\n" +

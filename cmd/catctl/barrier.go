@@ -141,7 +141,8 @@ func newBarrierEnterCommand(a *app) *cobra.Command {
 			"--count. Once open, no one else may enter until every participant has left.\n\n" +
 			"Without --lease, the participant is a lease catctl grants and keeps alive:\n" +
 			"once the barrier opens, enter prints so and holds until interrupted (Ctrl-C or\n" +
-			"SIGTERM), or runs -- COMMAND ARGS..., then leaves, waits until every\n" +
+			"SIGTERM), or runs -- COMMAND ARGS... (the participation's fencing token in\n" +
+			"$" + fenceEnv + ", the barrier's name in $" + lockEnv + "), then leaves, waits until every\n" +
 			"participant has left, and exits (with COMMAND's status). If catctl dies, its\n" +
 			"lease expires after --ttl, which leaves the barrier for it.\n\n" +
 			"With --lease ID, that lease enters and enter returns once the barrier opens\n" +
@@ -195,7 +196,7 @@ func newBarrierEnterCommand(a *app) *cobra.Command {
 				}
 				return nil
 			}
-			hold := holding{what: "barrier " + quoteKey(name), name: name, lease: s.Lease(), lost: b.Done()}
+			hold := holding{what: "barrier " + quoteKey(name), name: name, token: b.Token(), lease: s.Lease(), lost: b.Done()}
 			if path != "" {
 				return a.runHolding(hold, path, argv, func() error {
 					ctx, stop := interruptContext()
@@ -203,7 +204,7 @@ func newBarrierEnterCommand(a *app) *cobra.Command {
 					return leave(ctx)
 				})
 			}
-			fmt.Fprintf(a.stdout, "entered barrier %s with lease %d: %d participants are in\n", name, s.Lease(), count)
+			fmt.Fprintf(a.stdout, "entered barrier %s with lease %d (fencing token %d): %d participants are in\n", name, s.Lease(), b.Token(), count)
 			if ttl.leaseID != 0 {
 				return nil // the lease stays entered: barrier leave --lease
 			}

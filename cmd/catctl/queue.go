@@ -159,8 +159,8 @@ func newQueuePopCommand(a *app) *cobra.Command {
 				return err // not acknowledged: the item goes back when the lease ends
 			}
 			if !ack {
-				fmt.Fprintf(a.stderr, "item %d is in flight on lease %d until 'catctl queue ack %s %d --lease %d'\n",
-					item.Id, sf.leaseID, name, item.Id, sf.leaseID)
+				fmt.Fprintf(a.stderr, "item %d is in flight on lease %d (fencing token %d, fence name %s/%d) until 'catctl queue ack %s %d --lease %d'\n",
+					item.Id, sf.leaseID, item.Token, name, item.Id, name, item.Id, sf.leaseID)
 				return nil
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), a.commandTimeout)

@@ -146,6 +146,7 @@ func coordinationFields(b Backend, shared *sharedTypes) graphql.Fields {
 		Fields: graphql.Fields{
 			"lease":    int64Field("The participant's lease.", participant.GetLease),
 			"revision": int64Field("The revision at which it entered.", participant.GetRevision),
+			"token":    uint64Field("The fencing token of its participation.", participant.GetToken),
 		},
 	})
 	type barrier = *catalogpb.BarrierState
@@ -156,6 +157,7 @@ func coordinationFields(b Backend, shared *sharedTypes) graphql.Fields {
 			"name":  stringField("The barrier's name.", barrier.GetName),
 			"kind":  scalarField(barrierKind, "SIMPLE or DOUBLE.", func(b barrier) any { return b.GetKind() }),
 			"lease": int64Field(`A simple barrier's lease ("0": none).`, barrier.GetLease),
+			"token": uint64Field(`A simple barrier's fencing token of its setting ("0" for a double barrier).`, barrier.GetToken),
 			"count": int32Field("A double barrier's participants expected.", barrier.GetCount),
 			"participants": &graphql.Field{
 				Type:        graphql.NewNonNull(graphql.NewList(graphql.NewNonNull(participantType))),
@@ -189,6 +191,7 @@ func coordinationFields(b Backend, shared *sharedTypes) graphql.Fields {
 			"consumer":        int64Field(`The lease of the consumer it is handed to ("0": ready).`, item.GetConsumer),
 			"waiterId":        uint64Field("The id of the Dequeue call it is handed to.", item.GetWaiterId),
 			"deliveries":      int32Field("The times it was handed out.", item.GetDeliveries),
+			"token":           uint64Field(`The fencing token of its current delivery ("0": ready); Fence on "queue/id".`, item.GetToken),
 			"deliveredAt":     timeField("When it was last handed out, RFC 3339 in UTC.", item.GetDeliveredUnixNano),
 		},
 	})

@@ -29,11 +29,11 @@ var (
 	}
 	fakeBarriers = []*catalogpb.BarrierState{
 		{Name: "phase", Kind: catalogpb.BarrierKind_BARRIER_KIND_DOUBLE, Count: 2, Open: true, OpenRevision: 51, CreateRevision: 50, ModRevision: 51,
-			Participants: []*catalogpb.BarrierParticipant{{Lease: 7, Revision: 50}, {Lease: 8, Revision: 51}}},
+			Participants: []*catalogpb.BarrierParticipant{{Lease: 7, Revision: 50, Token: 20}, {Lease: 8, Revision: 51, Token: 21}}},
 	}
 	fakeQueues = []*catalogpb.QueueStatus{
 		{Queue: "work", Depth: 3, NextId: 6, InFlight: []*catalogpb.QueueItem{
-			{Queue: "work", Id: 2, Payload: []byte("job 2"), EnqueueRevision: 52, Consumer: 7, WaiterId: 5, Deliveries: 2, DeliveredUnixNano: healthChangedAt.UnixNano()},
+			{Queue: "work", Id: 2, Payload: []byte("job 2"), EnqueueRevision: 52, Consumer: 7, WaiterId: 5, Deliveries: 2, DeliveredUnixNano: healthChangedAt.UnixNano(), Token: 30},
 		}},
 	}
 )
@@ -129,15 +129,15 @@ func TestGraphQLCoordination(t *testing.T) {
 			Name, Kind   string
 			Count        int
 			Open         bool
-			Participants []struct{ Lease string }
+			Participants []struct{ Lease, Token string }
 		}
 		Queues []struct {
 			Name          string
 			Depth         int
 			InFlightCount int
 			InFlight      []struct {
-				Id, Payload, Consumer, DeliveredAt string
-				Deliveries                         int
+				Id, Payload, Consumer, DeliveredAt, Token string
+				Deliveries                                int
 			}
 			NextId string
 		}
@@ -152,8 +152,8 @@ func TestGraphQLCoordination(t *testing.T) {
 		missing: lock(name: "nope") { name }
 		elections { name leader value token candidates }
 		notElection: election(name: "jobs/a") { name }
-		barriers { name kind count open participants { lease } }
-		queues { name depth inFlightCount inFlight { id payload consumer deliveries deliveredAt } nextId }
+		barriers { name kind count open participants { lease token } }
+		queues { name depth inFlightCount inFlight { id payload consumer deliveries deliveredAt token } nextId }
 		queue(name: "empty") { name depth }
 	}`, nil, &data))
 
@@ -185,7 +185,7 @@ func TestGraphQLCoordination(t *testing.T) {
 		t.Errorf("election(name: a mutex) = %+v, want null", data.NotElection)
 	}
 	if len(data.Barriers) != 1 || data.Barriers[0].Kind != "BARRIER_KIND_DOUBLE" || !data.Barriers[0].Open ||
-		data.Barriers[0].Count != 2 || len(data.Barriers[0].Participants) != 2 {
+		data.Barriers[0].Count != 2 || len(data.Barriers[0].Participants) != 2 || data.Barriers[0].Participants[1].Token != "21" {
 		t.Errorf("barriers: %+v", data.Barriers)
 	}
 	if len(data.Queues) != 1 {
@@ -193,7 +193,7 @@ func TestGraphQLCoordination(t *testing.T) {
 	}
 	q := data.Queues[0]
 	if q.Name != "work" || q.Depth != 3 || q.InFlightCount != 1 || q.NextId != "6" ||
-		q.InFlight[0].Id != "2" || q.InFlight[0].Payload != "job 2" || q.InFlight[0].Consumer != "7" || q.InFlight[0].Deliveries != 2 {
+		q.InFlight[0].Id != "2" || q.InFlight[0].Payload != "job 2" || q.InFlight[0].Consumer != "7" || q.InFlight[0].Deliveries != 2 || q.InFlight[0].Token != "30" {
 		t.Errorf("queue: %+v", q)
 	}
 	if data.Queue.Name != "empty" || data.Queue.Depth != 0 {

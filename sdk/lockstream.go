@@ -338,7 +338,7 @@ func (sc *lockStreamConn) forget(id uint64) bool {
 	delete(sc.calls, id)
 	sc.mu.Unlock()
 	if ok {
-		defer sc.endIfRetiredAndIdle()
+		sc.endIfRetiredAndIdle()
 	}
 	return ok
 }

@@ -946,9 +946,7 @@ func TestLockCallsShareOneStream(t *testing.T) {
 	if n := len(f.got("Unlock")); n != 1 {
 		t.Errorf("server got %d Unlock calls, want 1", n)
 	}
-	f.mu.Lock()
-	opens := f.streamOpens
-	f.mu.Unlock()
+	opens, _ := streamCounts(f)
 	if opens != 1 {
 		t.Errorf("%d lock streams opened, want 1", opens)
 	}
@@ -981,9 +979,7 @@ func TestLockStreamBrokenUnderACall(t *testing.T) {
 		t.Fatalf("%d attempts, token %d: want 2 attempts and token 5", len(reqs), m.Token())
 	}
 	distinctWaiterIDs(t, "Lock", []uint64{reqs[0].GetWaiterId(), reqs[1].GetWaiterId()})
-	f.mu.Lock()
-	opens := f.streamOpens
-	f.mu.Unlock()
+	opens, _ := streamCounts(f)
 	if opens != 2 {
 		t.Errorf("%d lock streams opened, want 2", opens)
 	}
